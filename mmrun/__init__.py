@@ -1,0 +1,3 @@
+"""mmrun: a configuration-driven market-making runner."""
+
+__version__ = "0.1.0"

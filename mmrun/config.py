@@ -1,0 +1,238 @@
+"""Config schemas (registered with Hydra's ConfigStore) and the cross-field validate()."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from mmrun.errors import ConfigError
+
+
+@dataclass
+class SimConfig:
+    """The built-in simulated exchange's market (see conf/exchange/sim.yaml)."""
+
+    start: str = "2026-01-01T00:00:00Z"
+    duration_s: float = 14400.0
+    volatility_annual: float = 0.8
+    trade_rate_per_s: float = 2.0
+    sweep_bps: float = 4.0
+    trade_notional: float = 2000.0
+    spread_ticks: int = 1
+    default_price: float = 100.0
+    prices: Dict[str, float] = field(default_factory=lambda: {"BTC": 60000.0, "ETH": 3000.0})
+    quotes: List[str] = field(default_factory=lambda: ["USDT", "USDC", "USD"])
+
+
+@dataclass
+class ExchangeConfig:
+    id: str = "sim"  # "sim" or a ccxt exchange id
+    maker_fee: float = 0.001  # fraction of notional
+    taker_fee: float = 0.001
+    api_url: Optional[str] = None  # send requests to this host instead, keeping endpoint paths
+    sim: SimConfig = field(default_factory=SimConfig)
+
+
+@dataclass
+class StrategyConfig:
+    name: str = "symmetric"
+
+
+@dataclass
+class SizingConfig:
+    name: str = "fraction"
+    order_size_pct: float = 0.01  # fraction of capital per order
+    max_inventory_exposure: float = 0.2  # cap on one order, fraction of capital
+
+
+@dataclass
+class IntervalsConfig:
+    name: str = "default"
+    quote_s: float = 5.0  # seconds between quote cycles
+    error_s: float = 10.0  # seconds to wait after a failed cycle
+
+
+@dataclass
+class FillsConfig:
+    model: str = "touch"  # touch | instant
+    participation: Optional[float] = None  # max fraction of interval volume per fill
+
+
+@dataclass
+class FeesConfig:
+    maker: float = MISSING
+    taker: float = MISSING
+
+
+@dataclass
+class RunConfig:
+    max_ticks: Optional[int] = None
+    log_quotes: Optional[bool] = None
+
+
+@dataclass
+class DataConfig:
+    path: Optional[str] = None
+
+
+@dataclass
+class Config:
+    exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    sizing: SizingConfig = field(default_factory=SizingConfig)
+    intervals: IntervalsConfig = field(default_factory=IntervalsConfig)
+    fills: FillsConfig = field(default_factory=FillsConfig)
+    pair: str = "BTC/USDT"
+    pairs: Optional[List[str]] = None
+    spread: float = 0.002
+    capital: float = 10000.0
+    seed: int = 42
+    mode: str = "paper"
+    fees: FeesConfig = field(default_factory=FeesConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="schema", node=Config)
+
+
+MODES = ("paper", "backtest")
+FILL_MODELS = ("touch", "instant")
+STRATEGIES = ("symmetric",)
+SIZINGS = ("fraction",)
+_SYMBOL = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+_PAIR_RE = re.compile(rf"^({_SYMBOL})/({_SYMBOL})(?::({_SYMBOL}))?$")
+
+
+def parse_pair(text: str, key: str = "pair") -> tuple[str, str]:
+    """'BTC/USDT' -> ('BTC', 'USDT'); anything else is a ConfigError naming the key."""
+    m = _PAIR_RE.match(str(text))
+    if not m:
+        raise ConfigError(
+            f"{key}={text!r} is not a pair: write BASE/QUOTE, e.g. BTC/USDT "
+            "(letters, digits, '.', '_' or '-' on each side)"
+        )
+    return m.group(1), m.group(2)
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """One market to make: the pair and the capital (quote currency) it starts with."""
+
+    pair: str
+    capital: float
+
+
+def pair_specs(cfg: Any) -> List[PairSpec]:
+    """The pairs this run trades: `pairs` if given (entries 'PAIR' or 'PAIR@CAPITAL'), else `pair`."""
+    if cfg.pairs is None:
+        parse_pair(cfg.pair)
+        return [PairSpec(str(cfg.pair), float(cfg.capital))]
+    if len(cfg.pairs) == 0:
+        raise ConfigError("pairs=[] is empty: list at least one pair, e.g. pairs=[BTC/USDT,ETH/USDT]")
+    specs = []
+    for i, entry in enumerate(cfg.pairs):
+        text = str(entry)
+        pair, sep, cap = text.partition("@")
+        parse_pair(pair, key=f"pairs[{i}]")
+        capital = float(cfg.capital)
+        if sep:
+            try:
+                capital = float(cap)
+            except ValueError:
+                raise ConfigError(
+                    f"pairs[{i}]={text!r}: the capital after '@' must be a number, e.g. ETH/USDT@5000"
+                ) from None
+            _check(f"pairs[{i}] capital", capital, capital > 0 and math.isfinite(capital), "> 0")
+        specs.append(PairSpec(pair, capital))
+    names = [s.pair for s in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"pairs lists {dup[0]} twice: each pair may appear once")
+    return specs
+
+
+def _check(key: str, value: Any, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value} is out of range: allowed {allowed}")
+
+
+def _fraction(key: str, value: float) -> None:
+    _check(key, value, math.isfinite(value) and 0 < value <= 1, "a fraction in (0, 1]")
+
+
+def _rate(key: str, value: float) -> None:
+    _check(key, value, math.isfinite(value) and 0 <= value < 1, "a rate in [0, 1)")
+
+
+def _one_of(key: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed: choose one of {', '.join(allowed)}")
+
+
+def validate(cfg: Any) -> List[PairSpec]:
+    """Check ranges and cross-field rules; return the pairs to run. Raises ConfigError."""
+    _check("spread", cfg.spread, math.isfinite(cfg.spread) and 0 < cfg.spread < 1, "0 < spread < 1")
+    _check("capital", cfg.capital, math.isfinite(cfg.capital) and cfg.capital > 0, "capital > 0 (quote currency)")
+    _one_of("mode", cfg.mode, MODES)
+    _one_of("fills.model", cfg.fills.model, FILL_MODELS)
+    _one_of("strategy.name", cfg.strategy.name, STRATEGIES)
+    _one_of("sizing.name", cfg.sizing.name, SIZINGS)
+    _fraction("sizing.order_size_pct", cfg.sizing.order_size_pct)
+    _fraction("sizing.max_inventory_exposure", cfg.sizing.max_inventory_exposure)
+    if cfg.fills.participation is not None:
+        _fraction("fills.participation", cfg.fills.participation)
+    _rate("fees.maker", cfg.fees.maker)
+    _rate("fees.taker", cfg.fees.taker)
+    _check("intervals.quote_s", cfg.intervals.quote_s, cfg.intervals.quote_s > 0, "> 0 seconds")
+    _check("intervals.error_s", cfg.intervals.error_s, cfg.intervals.error_s >= 0, ">= 0 seconds")
+    if cfg.run.max_ticks is not None:
+        _check("run.max_ticks", cfg.run.max_ticks, cfg.run.max_ticks > 0, "a whole number > 0, or null")
+    specs = pair_specs(cfg)
+    ex = cfg.exchange
+    if ex.id == "sim":
+        sim = ex.sim
+        _check("exchange.sim.duration_s", sim.duration_s, sim.duration_s > 0, "> 0 seconds")
+        _check("exchange.sim.volatility_annual", sim.volatility_annual, sim.volatility_annual >= 0, ">= 0")
+        _check("exchange.sim.trade_rate_per_s", sim.trade_rate_per_s, sim.trade_rate_per_s > 0, "> 0")
+        _check("exchange.sim.sweep_bps", sim.sweep_bps, sim.sweep_bps >= 0, ">= 0")
+        _check("exchange.sim.trade_notional", sim.trade_notional, sim.trade_notional > 0, "> 0")
+        _check("exchange.sim.spread_ticks", sim.spread_ticks, sim.spread_ticks >= 1, ">= 1")
+        for spec in specs:
+            base, quote = parse_pair(spec.pair)
+            if base not in sim.prices or quote not in sim.quotes:
+                listed = ", ".join(f"{b}/{q}" for b in sim.prices for q in sim.quotes[:1])
+                raise ConfigError(
+                    f"pair={spec.pair} is not listed on the simulated exchange: listed are {listed} "
+                    f"(quote currencies {', '.join(sim.quotes)}); add a base with exchange.sim.prices.{base}=PRICE"
+                )
+    else:
+        known = _ccxt_exchanges()
+        if ex.id not in known:
+            hint = _did_you_mean(ex.id, known)
+            raise ConfigError(
+                f"exchange.id={ex.id!r} is not a known exchange: use 'sim' or a ccxt exchange id "
+                f"(binance, coinbase, kraken, okx, bybit, ...){hint}"
+            )
+    if cfg.mode == "backtest" and cfg.data.path is None and ex.id != "sim":
+        raise ConfigError("mode=backtest needs data.path=FILE (CSV or Parquet candles), or exchange=sim")
+    return specs
+
+
+def _ccxt_exchanges() -> List[str]:
+    import ccxt  # imported only when a real exchange is named: it is slow to import
+
+    return list(ccxt.exchanges)
+
+
+def _did_you_mean(word: str, choices: List[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""

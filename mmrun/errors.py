@@ -1,0 +1,25 @@
+"""Exceptions named for what the caller does with them."""
+
+
+class MmrunError(Exception):
+    """Base class: a failure mmrun reports to the user as one line."""
+
+
+class ConfigError(MmrunError):
+    """Bad configuration: stop before running; the message names the key and what is allowed."""
+
+
+class DataError(MmrunError):
+    """Bad or missing market data file: stop; the message names the file (and row)."""
+
+
+class ExchangeUnavailable(MmrunError):
+    """The exchange cannot be reached (retries exhausted): skip the cycle, or stop at start."""
+
+
+class TemporaryError(ExchangeUnavailable):
+    """A transient exchange failure worth retrying (network, rate limit, bad response)."""
+
+
+class PermanentError(MmrunError):
+    """An exchange error that retrying will not fix (unknown symbol, auth): stop."""

@@ -1,0 +1,240 @@
+"""Writers for a run folder: streamed events.csv, and Polars frames written whole (Parquet, CSV).
+
+Files written whole go to a temporary name first and are renamed into place, so a reader
+never sees half a file. events.csv in paper mode is the exception by design: it is appended
+and flushed event by event, so a killed run keeps every complete line it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional
+
+import numpy as np
+import polars as pl
+
+EVENT_COLUMNS = (
+    "timestamp",  # market time, ISO-8601 UTC with milliseconds
+    "event_type",  # QUOTE | FILL | CANCEL | ERROR
+    "price",  # quote currency per base unit
+    "amount",  # base units, > 0
+    "base_inventory",  # base held after the event
+    "quote_inventory",  # quote held after the event
+    "total_value",  # quote + base x mid, quote currency
+    "pair",
+    "side",  # buy | sell ('' for ERROR)
+    "fee",  # quote currency charged by this event (fills only)
+    "mid",  # (best bid + best ask) / 2 at the event's market time
+    "note",  # why (ERROR text, the data source, a stop reason)
+)
+EVENT_TYPES = ("QUOTE", "FILL", "CANCEL", "ERROR")
+
+EQUITY_SCHEMA = {
+    "ts_ms": pl.Int64,  # market time, ms since the epoch
+    "mid": pl.Float64,
+    "bid_quoted": pl.Float64,  # our resting bid after this cycle (null: none)
+    "ask_quoted": pl.Float64,
+    "base": pl.Float64,
+    "quote": pl.Float64,
+    "equity": pl.Float64,  # quote + base x mid
+}
+
+MARKET_SCHEMA = {
+    "ts_ms": pl.Int64,
+    "bid": pl.Float64,
+    "ask": pl.Float64,
+    "last": pl.Float64,
+    "low": pl.Float64,
+    "high": pl.Float64,
+    "volume": pl.Float64,
+}
+
+
+def safe_name(pair: str) -> str:
+    """A pair as a file or folder name: 'BTC/USDT' -> 'BTC-USDT'; never a path."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", pair).strip(".")
+    return name or "pair"
+
+
+def iso_ms(ts_ms: int) -> str:
+    """Milliseconds since the epoch -> '2026-01-01T00:00:05.000Z'."""
+    dt = datetime.fromtimestamp(ts_ms / 1000.0, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
+
+
+def _num(x: Optional[float]) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    return repr(float(x))
+
+
+def _csv_text(s: str) -> str:
+    if any(c in s for c in ',"\n\r'):
+        return '"' + s.replace('"', '""').replace("\r", " ").replace("\n", " ") + '"'
+    return s
+
+
+class EventStream:
+    """events.csv appended one line per event, flushed per event (paper mode)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._f = open(self.path, "w", encoding="utf-8", newline="")
+        self._f.write(",".join(EVENT_COLUMNS) + "\n")
+        self._f.flush()
+        self.count = 0
+
+    def write(
+        self,
+        ts_ms: int,
+        event_type: str,
+        pair: str,
+        side: str = "",
+        price: Optional[float] = None,
+        amount: Optional[float] = None,
+        base: Optional[float] = None,
+        quote: Optional[float] = None,
+        mid: Optional[float] = None,
+        fee: Optional[float] = None,
+        note: str = "",
+    ) -> None:
+        total = base * mid + quote if None not in (base, quote, mid) else None
+        line = ",".join(
+            (
+                iso_ms(ts_ms),
+                event_type,
+                _num(price),
+                _num(amount),
+                _num(base),
+                _num(quote),
+                _num(total),
+                _csv_text(pair),
+                side,
+                _num(fee),
+                _num(mid),
+                _csv_text(note),
+            )
+        )
+        # One write per line, then flush: a line is either wholly on disk or not at all
+        # (as far as a killed process can tell).
+        self._f.write(line + "\n")
+        self._f.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+
+class RowBuffer:
+    """Append-only fixed-width float rows in chunks (bounded copying, cheap appends)."""
+
+    CHUNK = 4096
+
+    def __init__(self, columns: Iterable[str]):
+        self.columns = list(columns)
+        self._done: List[np.ndarray] = []
+        self._cur = np.empty((self.CHUNK, len(self.columns)))
+        self._n = 0
+
+    def append(self, row: Iterable[float]) -> None:
+        if self._n == self.CHUNK:
+            self._done.append(self._cur)
+            self._cur = np.empty((self.CHUNK, len(self.columns)))
+            self._n = 0
+        self._cur[self._n] = row
+        self._n += 1
+
+    def __len__(self) -> int:
+        return len(self._done) * self.CHUNK + self._n
+
+    def array(self) -> np.ndarray:
+        return np.concatenate(self._done + [self._cur[: self._n]]) if self._done else self._cur[: self._n].copy()
+
+
+def frame(arrays: Dict[str, np.ndarray], schema: Dict[str, Any]) -> pl.DataFrame:
+    """A Polars frame with the schema's columns and types; NaN floats become null."""
+    cols = []
+    for name, dtype in schema.items():
+        s = pl.Series(name, arrays[name]).cast(dtype)
+        if dtype == pl.Float64:
+            s = s.fill_nan(None)
+        cols.append(s)
+    return pl.DataFrame(cols)
+
+
+def write_parquet(df: pl.DataFrame, path: Path) -> None:
+    tmp = Path(str(path) + ".tmp")
+    df.write_parquet(tmp, statistics=False)
+    os.replace(tmp, path)
+
+
+def write_csv(df: pl.DataFrame, path: Path) -> None:
+    tmp = Path(str(path) + ".tmp")
+    df.write_csv(tmp)
+    os.replace(tmp, path)
+
+
+def write_json(obj: Any, path: Path) -> None:
+    tmp = Path(str(path) + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, allow_nan=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+EVENTS_CSV_SCHEMA = {
+    "timestamp": pl.String,
+    "event_type": pl.String,
+    "price": pl.Float64,
+    "amount": pl.Float64,
+    "base_inventory": pl.Float64,
+    "quote_inventory": pl.Float64,
+    "total_value": pl.Float64,
+    "pair": pl.String,
+    "side": pl.String,
+    "fee": pl.Float64,
+    "mid": pl.Float64,
+    "note": pl.String,
+}
+
+
+def read_events(path: Path) -> pl.DataFrame:
+    """events.csv as a typed frame (the same schema whether streamed or written whole)."""
+    return pl.read_csv(path, schema=EVENTS_CSV_SCHEMA)
+
+
+def events_frame(ts_ms: np.ndarray, event_type: str, pair: str, side: np.ndarray, **cols: np.ndarray) -> pl.DataFrame:
+    """Events of one type built column-wise (the backtest's bulk path), in EVENT_COLUMNS order."""
+    df = pl.DataFrame(
+        {
+            "ts_ms": pl.Series(ts_ms, dtype=pl.Int64),
+            "price": cols["price"],
+            "amount": cols["amount"],
+            "base_inventory": cols["base"],
+            "quote_inventory": cols["quote"],
+            "total_value": cols["base"] * cols["mid"] + cols["quote"],
+            "side": pl.Series(side, dtype=pl.String),
+            "fee": cols["fee"],
+            "mid": cols["mid"],
+        }
+    )
+    return df.select(
+        pl.from_epoch("ts_ms", time_unit="ms").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").alias("timestamp"),
+        pl.lit(event_type).alias("event_type"),
+        "price",
+        "amount",
+        "base_inventory",
+        "quote_inventory",
+        "total_value",
+        pl.lit(pair).alias("pair"),
+        "side",
+        "fee",
+        "mid",
+        pl.lit(None, dtype=pl.String).alias("note"),
+    )

@@ -1,0 +1,288 @@
+"""One run from a validated config: build each pair's market and engine, run, write the run folder."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+import polars as pl
+
+from mmrun import __version__, engine
+from mmrun.config import PairSpec, validate
+from mmrun.errors import ConfigError
+from mmrun.maker import MarketMaker, PairOutcome
+from mmrun.record import EventStream, read_events, safe_name, write_csv, write_json, write_parquet
+from mmrun.stats import compute_stats
+
+log = logging.getLogger("mmrun")
+
+
+def build_params(cfg: Any, capital: float, tick: float) -> np.ndarray:
+    return engine.make_params(
+        spread=cfg.spread,
+        order_size_pct=cfg.sizing.order_size_pct,
+        max_exposure=cfg.sizing.max_inventory_exposure,
+        capital=capital,
+        fee_maker=cfg.fees.maker,
+        fill_model=cfg.fills.model,
+        participation=cfg.fills.participation,
+        tick=tick,
+    )
+
+
+def _sim_market(cfg: Any, pair: str):
+    from mmrun.market.sim import SimMarket
+
+    return SimMarket(pair, cfg.exchange.sim, cfg.intervals.quote_s, cfg.seed)
+
+
+# ---------------------------------------------------------------- paper mode
+
+
+async def _run_paper(cfg: Any, specs: List[PairSpec], dirs: Dict[str, Path]) -> List[PairOutcome]:
+    from mmrun.market.sim import SimClock, SimFeed
+
+    stop = asyncio.Event()
+    _install_stop_handlers(stop)
+    makers = []
+    try:
+        for spec in specs:
+            if cfg.exchange.id != "sim":
+                raise ConfigError(
+                    f"exchange.id={cfg.exchange.id}: paper trading on real exchanges is not available in this "
+                    "version; use exchange=sim"
+                )
+            market = _sim_market(cfg, spec.pair)
+            feed, clock = SimFeed(market, cfg.run.max_ticks), SimClock(market.start_ms)
+            events = EventStream(dirs[spec.pair] / "events.csv")
+            makers.append(
+                MarketMaker(
+                    spec.pair,
+                    build_params(cfg, spec.capital, feed.tick),
+                    engine.make_state(0.0, spec.capital),
+                    feed,
+                    clock,
+                    events,
+                    quote_s=cfg.intervals.quote_s,
+                    error_s=cfg.intervals.error_s,
+                    max_ticks=cfg.run.max_ticks,
+                    log_quotes=cfg.run.log_quotes is not False,
+                    stop=stop,
+                )
+            )
+        return list(await asyncio.gather(*(m.run() for m in makers)))
+    finally:
+        for m in makers:
+            m.events.close()
+            await m.feed.close()
+
+
+def _install_stop_handlers(stop: asyncio.Event) -> None:
+    """First SIGINT/SIGTERM: stop cleanly after the current cycle. Second: exit at once."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            os._exit(130)
+        log.warning("%s received: stopping after this cycle (again to exit at once)", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread (e.g. a sweep worker): the default handling applies
+
+
+# ---------------------------------------------------------------- backtests
+
+
+def _backtest_rows(cfg: Any, pair: str):
+    """(rows, tick) for a backtest: the data file if given, else the simulated market."""
+    if cfg.data.path is not None:
+        from mmrun.market.history import load_rows
+
+        rows = load_rows(cfg.data.path)
+        if cfg.run.max_ticks is not None:
+            rows = {k: v[: cfg.run.max_ticks] for k, v in rows.items()}
+        return rows, 0.0
+    market = _sim_market(cfg, pair)
+    return market.frame_arrays(cfg.run.max_ticks), market.tick
+
+
+def _run_backtests(cfg: Any, specs: List[PairSpec]) -> List[PairOutcome]:
+    from mmrun.backtest import run_backtest
+
+    outcomes = []
+    for spec in specs:
+        rows, tick = _backtest_rows(cfg, spec.pair)
+        params = build_params(cfg, spec.capital, tick)
+        outcomes.append(run_backtest(spec.pair, params, engine.make_state(0.0, spec.capital), rows))
+    return outcomes
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def pair_summary(cfg: Any, spec: PairSpec, out: PairOutcome) -> Dict[str, Any]:
+    stats = compute_stats(out.equity, out.fills)
+    ts = out.equity["ts_ms"]
+    return {
+        "pair": spec.pair,
+        "exchange": cfg.exchange.id,
+        "mode": cfg.mode,
+        "status": out.status,
+        **stats,
+        "errors": out.errors,
+        "seed": cfg.seed,
+        "data_fingerprint": out.fingerprint,
+        "strategy": cfg.strategy.name,
+        "spread": cfg.spread,
+        "fill_model": cfg.fills.model,
+        "capital": spec.capital,
+        "fee_maker": cfg.fees.maker,
+        "market_start": _iso(ts[0]) if len(ts) else None,
+        "market_end": _iso(ts[-1]) if len(ts) else None,
+        "mmrun_version": __version__,
+    }
+
+
+def _iso(ts_ms: int) -> str:
+    from mmrun.record import iso_ms
+
+    return iso_ms(int(ts_ms))
+
+
+def write_pair(folder: Path, out: PairOutcome) -> None:
+    """The pair's frames: events (CSV if not streamed, always Parquet), equity, market."""
+    if out.events is not None:
+        write_csv(out.events, folder / "events.csv")
+        write_parquet(out.events, folder / "events.parquet")
+    else:
+        write_parquet(read_events(folder / "events.csv"), folder / "events.parquet")
+    write_parquet(out.equity, folder / "equity.parquet")
+    if out.market is not None:
+        write_parquet(out.market, folder / "market.parquet")
+
+
+def aggregate(cfg: Any, summaries: List[Dict[str, Any]], outcomes: List[PairOutcome]) -> Dict[str, Any]:
+    """The root summary of a several-pair run: totals, and metrics of the summed equity."""
+    from mmrun.stats import max_drawdown_pct, sharpe
+
+    total = None
+    for out in outcomes:
+        eq = out.equity.select("ts_ms", pl.col("equity").alias(safe_name(out.pair)))
+        total = eq if total is None else total.join(eq, on="ts_ms", how="full", coalesce=True)
+    total = total.sort("ts_ms").fill_null(strategy="forward").fill_null(strategy="backward")
+    equity = total.select(pl.sum_horizontal(pl.exclude("ts_ms"))).to_series().to_numpy()
+    initial = sum(s["initial_value"] for s in summaries)
+    final = sum(s["final_value"] for s in summaries)
+    statuses = {s["status"] for s in summaries}
+    return {
+        "pair": ",".join(s["pair"] for s in summaries),
+        "exchange": cfg.exchange.id,
+        "mode": cfg.mode,
+        "status": statuses.pop() if len(statuses) == 1 else "mixed",
+        "initial_value": initial,
+        "final_value": final,
+        "total_return_pct": (final / initial - 1.0) * 100.0,
+        "pnl": final - initial,
+        **{k: sum(s[k] for s in summaries) for k in ("trades", "buys", "sells", "volume_quote", "fees", "ticks", "errors")},
+        "max_drawdown_pct": max_drawdown_pct(equity),
+        "sharpe": sharpe(equity, total["ts_ms"].to_numpy()),
+        "final_base": None,  # bases differ across pairs: see each pair's summary
+        "final_quote": sum(s["final_quote"] for s in summaries),
+        "seed": cfg.seed,
+        "data_fingerprint": ",".join(s["data_fingerprint"] for s in summaries),
+        "pairs": {s["pair"]: safe_name(s["pair"]) for s in summaries},
+        "mmrun_version": __version__,
+    }
+
+
+def print_summary(s: Dict[str, Any], out_dir: Path, wall_s: float) -> None:
+    quote = s["pair"].split(",")[0].split("/")[-1]
+    lines = [
+        f"mmrun  {s['pair']}  {s['exchange']}  {s['mode']}  {s['status']}  {s['ticks']} ticks  ({wall_s:.2f} s)",
+        f"  value   {s['initial_value']:,.2f} -> {s['final_value']:,.2f} {quote}  ({s['total_return_pct']:+.3f} %, pnl {s['pnl']:+,.2f})",
+        f"  trades  {s['trades']} ({s['buys']} buys, {s['sells']} sells), volume {s['volume_quote']:,.2f}, fees {s['fees']:,.2f}",
+        f"  risk    max drawdown {s['max_drawdown_pct']:.3f} %, sharpe {s['sharpe']:.2f}, errors {s['errors']}",
+        f"  output  {out_dir}",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def run(cfg: Any, out_dir: Path) -> Dict[str, Any]:
+    """Run the configured market maker(s) into out_dir; return the (root) summary."""
+    wall_start = time.time()
+    specs = validate(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    single = len(specs) == 1
+    dirs = {s.pair: out_dir if single else out_dir / safe_name(s.pair) for s in specs}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    log.info("%s %s on %s, output %s", cfg.mode, ",".join(s.pair for s in specs), cfg.exchange.id, out_dir)
+    if cfg.mode == "paper":
+        outcomes = asyncio.run(_run_paper(cfg, specs, dirs))
+    else:
+        outcomes = _run_backtests(cfg, specs)
+    summaries = []
+    for spec, out in zip(specs, outcomes):
+        write_pair(dirs[spec.pair], out)
+        summary = pair_summary(cfg, spec, out)
+        write_json(summary, dirs[spec.pair] / "summary.json")
+        summaries.append(summary)
+    root = summaries[0] if single else aggregate(cfg, summaries, outcomes)
+    if not single:
+        write_json(root, out_dir / "summary.json")
+    wall_s = time.time() - wall_start
+    write_json(
+        {
+            "wall_clock_start_utc": datetime.fromtimestamp(wall_start, tz=timezone.utc).isoformat(),
+            "wall_clock_seconds": round(wall_s, 3),
+            "command": " ".join(sys.argv),
+            "python": sys.version.split()[0],
+            "versions": _versions(),
+        },
+        out_dir / "run_info.json",
+    )
+    print_summary(root, out_dir, wall_s)
+    return root
+
+
+def _versions() -> Dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("mmrun", "hydra-core", "omegaconf", "numba", "numpy", "polars", "ccxt", "tenacity"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def run_failed_job(cfg: Any, out_dir: Path, exc: BaseException) -> None:
+    """A sweep job that failed: its summary says so, with the error, so the sweep report lists it."""
+    from mmrun.cli_errors import one_line
+
+    log.error("job failed: %s", one_line(exc))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(
+        {
+            "pair": str(cfg.get("pair")),
+            "exchange": str(cfg.exchange.get("id")),
+            "mode": str(cfg.get("mode")),
+            "status": "failed",
+            "error": one_line(exc),
+            "seed": cfg.get("seed"),
+        },
+        out_dir / "summary.json",
+    )
