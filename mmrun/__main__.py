@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -15,23 +16,31 @@ from mmrun.config import register
 from mmrun.errors import MmrunError
 
 register()
+# Absolute, so the same entry works whether it runs as `python -m mmrun` or is imported.
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+_failures: list = []
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _task(cfg: DictConfig) -> float:
     from mmrun.runner import run, run_failed_job
 
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
-    if hc.mode is not None and hc.mode.name == "MULTIRUN":
-        # A sweep job never raises: Hydra would skip the end-of-sweep report. It records the
-        # failure in its own summary instead.
-        try:
-            return float(run(cfg, out_dir).get("total_return_pct", math.nan))
-        except Exception as exc:
-            run_failed_job(cfg, out_dir, exc)
-            return math.nan
-    return float(run(cfg, out_dir)["total_return_pct"])
+    # The task never raises: in a sweep Hydra would skip the end-of-sweep report, and in a
+    # single run it would print its own preamble. The failure is recorded in the job's
+    # summary; a single run hands it to main() to report as one line.
+    try:
+        return float(run(cfg, out_dir)["total_return_pct"])
+    except Exception as exc:
+        run_failed_job(cfg, out_dir, exc)
+        if hc.mode is not None and hc.mode.name == "MULTIRUN":
+            logging.getLogger("mmrun").error("job %s failed: %s", hc.job.num, exc)
+        else:
+            _failures.append(exc)
+        return math.nan
 
 
 def main() -> None:
@@ -42,13 +51,18 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _task()
+        if _failures:
+            raise _failures[0]
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
         if user_wants_traceback:
             raise
-        print(f"mmrun: error: {one_line(exc)}", file=sys.stderr)
-        sys.exit(2 if isinstance(exc, MmrunError) or _is_config_error(exc) else 1)
+        if isinstance(exc, MmrunError) or _is_config_error(exc):
+            print(f"mmrun: error: {one_line(exc)}", file=sys.stderr)
+            sys.exit(2)
+        print(f"mmrun: internal error: {type(exc).__name__}: {one_line(exc)} (HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
+        sys.exit(1)
 
 
 def _is_config_error(exc: BaseException) -> bool:

@@ -176,8 +176,33 @@ def _one_of(key: str, value: Any, allowed: tuple) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed: choose one of {', '.join(allowed)}")
 
 
+def _unknown_keys(cfg: Any) -> None:
+    """Keys added with '+key=...' that the schema does not know (free-form maps excepted)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from mmrun.cli_errors import schema_keys
+
+    free = {"exchange.sim.prices", "hydra"}
+
+    def walk(node: Any, prefix: str) -> None:
+        for key in node.keys():
+            full = f"{prefix}{key}"
+            if full in free:
+                continue
+            allowed = schema_keys(full)
+            if allowed and key not in allowed:
+                raise ConfigError(f"{full}: unknown config key (allowed here: {', '.join(allowed)})")
+            child = node._get_node(key)
+            if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+                walk(child, full + ".")
+
+    if OmegaConf.is_config(cfg):
+        walk(cfg, "")
+
+
 def validate(cfg: Any) -> List[PairSpec]:
     """Check ranges and cross-field rules; return the pairs to run. Raises ConfigError."""
+    _unknown_keys(cfg)
     _check("spread", cfg.spread, math.isfinite(cfg.spread) and 0 < cfg.spread < 1, "0 < spread < 1")
     _check("capital", cfg.capital, math.isfinite(cfg.capital) and cfg.capital > 0, "capital > 0 (quote currency)")
     _one_of("mode", cfg.mode, MODES)

@@ -273,7 +273,6 @@ def run_failed_job(cfg: Any, out_dir: Path, exc: BaseException) -> None:
     """A sweep job that failed: its summary says so, with the error, so the sweep report lists it."""
     from mmrun.cli_errors import one_line
 
-    log.error("job failed: %s", one_line(exc))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(
         {
