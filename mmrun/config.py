@@ -77,7 +77,12 @@ class RunConfig:
 
 @dataclass
 class DataConfig:
-    path: Optional[str] = None
+    path: Optional[str] = None  # CSV/Parquet candles, or a paper run's market.parquet
+    timeframe: str = "1m"  # candle size for downloads (a ccxt timeframe)
+    since: Optional[str] = None  # download start, ISO-8601 date or instant (UTC)
+    until: Optional[str] = None  # download end (exclusive), ISO-8601; null = now
+    cache_dir: Optional[str] = None  # downloaded-candle cache; null = ~/.cache/mmrun
+    repair: List[str] = field(default_factory=list)  # fixes applied instead of failing: sort, dedupe
 
 
 @dataclass
