@@ -173,11 +173,10 @@ def step(params, state, quotes, bid, ask, last, low, high, volume, fills):
         if not (price > 0.0) or not _covered(params, state, side, price, size):
             quotes[slot, Q_AMOUNT] = 0.0
             continue
+        quotes[slot, Q_AMOUNT] = size
         if instant:
-            quotes[slot, Q_AMOUNT] = size
             nf = _fill(params, state, quotes, slot, size, fills, nf)
-        else:
-            quotes[slot, Q_AMOUNT] = size
+            quotes[slot, Q_AMOUNT] = 0.0  # executed: nothing rests under `instant`
     return nf
 
 
