@@ -111,6 +111,7 @@ MODES = ("paper", "backtest")
 FILL_MODELS = ("touch", "instant")
 STRATEGIES = ("symmetric",)
 SIZINGS = ("fraction",)
+DATA_REPAIRS = ("sort", "dedupe")  # mmrun.market.history.REPAIRS
 _SYMBOL = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 _PAIR_RE = re.compile(rf"^({_SYMBOL})/({_SYMBOL})(?::({_SYMBOL}))?$")
 
@@ -250,6 +251,8 @@ def validate(cfg: Any) -> List[PairSpec]:
                 f"exchange.id={ex.id!r} is not a known exchange: use 'sim' or a ccxt exchange id "
                 f"(binance, coinbase, kraken, okx, bybit, ...){hint}"
             )
+    for i, fix in enumerate(cfg.data.repair or ()):
+        _one_of(f"data.repair[{i}]", fix, DATA_REPAIRS)
     if cfg.mode == "backtest" and cfg.data.path is None and ex.id != "sim":
         raise ConfigError("mode=backtest needs data.path=FILE (CSV or Parquet candles), or exchange=sim")
     return specs

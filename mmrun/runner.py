@@ -110,7 +110,7 @@ def _backtest_rows(cfg: Any, pair: str):
     if cfg.data.path is not None:
         from mmrun.market.history import load_rows
 
-        rows = load_rows(cfg.data.path)
+        rows = load_rows(cfg.data.path, repair=cfg.data.repair)
         if cfg.run.max_ticks is not None:
             rows = {k: v[: cfg.run.max_ticks] for k, v in rows.items()}
         return rows, 0.0
