@@ -186,24 +186,23 @@ def _unknown_keys(cfg: Any) -> None:
     """Keys added with '+key=...' that the schema does not know (free-form maps excepted)."""
     from omegaconf import DictConfig, OmegaConf
 
-    from mmrun.cli_errors import schema_keys
+    free = {"exchange.sim.prices"}
 
-    free = {"exchange.sim.prices", "hydra"}
-
-    def walk(node: Any, prefix: str) -> None:
+    def walk(node: Any, schema: Any, prefix: str) -> None:
+        allowed = [str(k) for k in schema.keys()]
         for key in node.keys():
             full = f"{prefix}{key}"
-            if full in free:
+            if full in free or full == "hydra":
                 continue
-            allowed = schema_keys(full)
-            if allowed and key not in allowed:
+            if key not in allowed:
                 raise ConfigError(f"{full}: unknown config key (allowed here: {', '.join(allowed)})")
-            child = node._get_node(key)
-            if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
-                walk(child, full + ".")
+            child, child_schema = node._get_node(key), schema._get_node(key)
+            if isinstance(child, DictConfig) and isinstance(child_schema, DictConfig):
+                if not (child._is_missing() or child._is_none() or child_schema._is_none()):
+                    walk(child, child_schema, full + ".")
 
     if OmegaConf.is_config(cfg):
-        walk(cfg, "")
+        walk(cfg, OmegaConf.structured(Config), "")
 
 
 def validate(cfg: Any) -> List[PairSpec]:

@@ -89,6 +89,7 @@ def test_instant_fills_apply_the_original_rule_literally(tmp_path):
 
 BAD_INPUTS = [
     (["foo=1"], "foo"),
+    (["+foo=1"], "foo"),
     (["spread=abc"], "spread"),
     (["spread=0"], "spread"),
     (["spread=1.5"], "spread"),
