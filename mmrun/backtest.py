@@ -2,15 +2,54 @@
 
 from __future__ import annotations
 
-from typing import Dict
+import hashlib
+from typing import Dict, List
 
 import numpy as np
 import polars as pl
 
 from mmrun import engine
-from mmrun.maker import PairOutcome, fills_frame, fingerprint_rows
+from mmrun.maker import PairOutcome
 from mmrun.market import ROW_FIELDS
 from mmrun.record import EQUITY_SCHEMA, events_frame, frame
+
+# Rows hashed per block: the fingerprint needs the rows row-major, and stacking a million of
+# them at once would cost two 56 MB copies at the run's memory peak.
+_HASH_BLOCK = 65536
+
+
+def fingerprint_columns(ts_ms: np.ndarray, cols: List[np.ndarray]) -> str:
+    """sha256 of the market rows (ts_ms as float64, then ROW_FIELDS[1:]) laid out row-major.
+
+    The same digest as maker.fingerprint_rows over the stacked rows, and as the paper loop's
+    running hash of the rows it cycled, computed a block at a time.
+    """
+    h = hashlib.sha256()
+    n = ts_ms.shape[0]
+    block = np.empty((min(n, _HASH_BLOCK), 1 + len(cols)))
+    for start in range(0, n, _HASH_BLOCK):
+        stop = min(n, start + _HASH_BLOCK)
+        b = block[: stop - start]
+        b[:, 0] = ts_ms[start:stop]
+        for j, c in enumerate(cols, start=1):
+            b[:, j] = c[start:stop]
+        h.update(b)
+    return h.hexdigest()
+
+
+def _fills(ts_ms: np.ndarray, side: np.ndarray, fills: np.ndarray) -> pl.DataFrame:
+    """The fills for the summary's stats (maker.fills_frame's columns), built column-wise."""
+    return pl.DataFrame(
+        {
+            "ts_ms": pl.Series(ts_ms, dtype=pl.Int64),
+            "side": pl.Series(side > 0).replace_strict({True: "buy", False: "sell"}, return_dtype=pl.String),
+            "price": fills[:, engine.F_PRICE],
+            "amount": fills[:, engine.F_AMOUNT],
+            "fee": fills[:, engine.F_FEE],
+            "base": fills[:, engine.F_BASE],
+            "quote": fills[:, engine.F_QUOTE],
+        }
+    )
 
 
 def run_backtest(pair: str, params: np.ndarray, state: np.ndarray, rows: Dict[str, np.ndarray]) -> PairOutcome:
@@ -34,15 +73,12 @@ def run_backtest(pair: str, params: np.ndarray, state: np.ndarray, rows: Dict[st
     )
     f_ts = ts[fill_rows]
     f_side = fills[:, engine.F_SIDE]
-    fills_df = fills_frame(
-        f_ts, f_side, fills[:, engine.F_PRICE], fills[:, engine.F_AMOUNT], fills[:, engine.F_FEE],
-        fills[:, engine.F_BASE], fills[:, engine.F_QUOTE],
-    )
+    fills_df = _fills(f_ts, f_side, fills)
     events = events_frame(
         f_ts,
         "FILL",
         pair,
-        np.where(f_side > 0, "buy", "sell"),
+        fills_df["side"],
         price=fills[:, engine.F_PRICE],
         amount=fills[:, engine.F_AMOUNT],
         base=fills[:, engine.F_BASE],
@@ -50,13 +86,13 @@ def run_backtest(pair: str, params: np.ndarray, state: np.ndarray, rows: Dict[st
         fee=fills[:, engine.F_FEE],
         mid=mid[fill_rows],
     )
-    market_rows = np.column_stack([ts.astype(np.float64)] + cols)
+    fingerprint = fingerprint_columns(ts, cols)
     return PairOutcome(
         pair=pair,
         status="completed",
         equity=equity,
         fills=fills_df,
         market=None,
-        fingerprint=fingerprint_rows(market_rows),
+        fingerprint=fingerprint,
         events=events,
     )
