@@ -35,6 +35,12 @@ class ExchangeConfig:
     maker_fee: float = 0.001  # fraction of notional
     taker_fee: float = 0.001
     api_url: Optional[str] = None  # send requests to this host instead, keeping endpoint paths
+    timeout_s: float = 10.0  # one HTTP request's timeout, seconds
+    retry_attempts: int = 4  # tries per exchange call in all (1 = no retry), transient errors only
+    retry_base_s: float = 0.5  # first backoff wait, seconds; doubles per retry (with jitter)
+    retry_max_wait_s: float = 30.0  # cap on one backoff wait, seconds (a longer Retry-After ends the call)
+    max_data_age_s: float = 30.0  # no quote on market data stamped longer ago than this, seconds
+    fallbacks: List[str] = field(default_factory=list)  # market data sources if this one fails: ids, or ID@URL
     sim: SimConfig = field(default_factory=SimConfig)
 
 
@@ -250,17 +256,33 @@ def validate(cfg: Any) -> List[PairSpec]:
                 f"exchange.id={ex.id!r} is not a known exchange: use 'sim' or a ccxt exchange id "
                 f"(binance, coinbase, kraken, okx, bybit, ...){hint}"
             )
+        _check("exchange.timeout_s", ex.timeout_s, ex.timeout_s > 0, "> 0 seconds")
+        _check("exchange.retry_attempts", ex.retry_attempts, ex.retry_attempts >= 1, "a whole number >= 1")
+        _check("exchange.retry_base_s", ex.retry_base_s, ex.retry_base_s >= 0, ">= 0 seconds")
+        _check("exchange.retry_max_wait_s", ex.retry_max_wait_s, ex.retry_max_wait_s >= 0, ">= 0 seconds")
+        _check("exchange.max_data_age_s", ex.max_data_age_s, ex.max_data_age_s > 0, "> 0 seconds")
+        for i, entry in enumerate(ex.fallbacks):
+            fb_id = str(entry).partition("@")[0]
+            if fb_id not in known:
+                raise ConfigError(
+                    f"exchange.fallbacks[{i}]={entry!r} is not a known exchange: write a ccxt id, or ID@URL"
+                    f"{_did_you_mean(fb_id, known)}"
+                )
     for i, fix in enumerate(cfg.data.repair or ()):
         _one_of(f"data.repair[{i}]", fix, DATA_REPAIRS)
-    if cfg.mode == "backtest" and cfg.data.path is None and ex.id != "sim":
-        raise ConfigError("mode=backtest needs data.path=FILE (CSV or Parquet candles), or exchange=sim")
+    if cfg.mode == "backtest" and cfg.data.path is None and ex.id != "sim" and cfg.data.since is None:
+        raise ConfigError(
+            f"mode=backtest on exchange={ex.id} needs data.path=FILE (CSV or Parquet candles), or "
+            "data.since=DATE (and optionally data.until=DATE) to download candles"
+        )
     return specs
 
 
 def _ccxt_exchanges() -> List[str]:
-    import ccxt  # imported only when a real exchange is named: it is slow to import
+    # imported only when a real exchange is named: ccxt is slow to import
+    from mmrun.market.ccxt_feed import exchange_ids
 
-    return list(ccxt.exchanges)
+    return exchange_ids()
 
 
 def _did_you_mean(word: str, choices: List[str]) -> str:

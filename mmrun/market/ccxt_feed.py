@@ -1,0 +1,570 @@
+"""Real exchanges through ccxt (async): the only module that imports ccxt.
+
+Everything network-facing lives here, in three layers:
+- `ExchangeClient`: one ccxt async client (URL rewriting, Binance limited to spot), and the
+  one retry policy (tenacity: exponential backoff with jitter, bounded attempts and waits,
+  Retry-After honoured, injectable sleep). ccxt errors are translated to mmrun.errors types
+  with `raise ... from e`; permanent errors are never retried.
+- validation helpers: a response is checked before use (None fields, empty or crossed book,
+  stale timestamps), since ccxt can hand a malformed body back as data full of None.
+- `CcxtFeed`: the paper loop's market source for one pair (same interface as SimFeed),
+  with optional fallback exchanges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
+
+import ccxt
+import ccxt.async_support as ccxt_async
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+
+from mmrun.errors import ConfigError, ExchangeUnavailable, PermanentError, TemporaryError
+
+log = logging.getLogger("mmrun")
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def exchange_ids() -> List[str]:
+    """Every exchange id ccxt knows (`exchange.id` must be one of them, or 'sim')."""
+    return list(ccxt.exchanges)
+
+
+# ---------------------------------------------------------------- errors
+
+
+class BadMarketData(TemporaryError):
+    """A response that parsed but cannot be traded on (None fields, empty/crossed book, stale)."""
+
+
+class RateLimited(TemporaryError):
+    """HTTP 429 / DDoS protection; `retry_after_s` is the server's Retry-After, if it sent one."""
+
+    def __init__(self, message: str, retry_after_s: Optional[float] = None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def parse_retry_after(value: Any, now_s: Optional[float] = None) -> Optional[float]:
+    """A Retry-After header (seconds, or an HTTP date) -> seconds to wait (>= 0), None if absent/bad."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now_s is None else now_s)
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _header(headers: Any, name: str) -> Any:
+    if not headers:
+        return None
+    for key, value in dict(headers).items():
+        if str(key).lower() == name.lower():
+            return value
+    return None
+
+
+def translate(exc: BaseException, what: str, headers: Any = None) -> Exception:
+    """A ccxt (or parsing) exception -> the mmrun.errors type saying what the caller does.
+
+    Transient (retried): ccxt's OperationFailed family (NetworkError, DDoSProtection,
+    RateLimitExceeded, RequestTimeout, ExchangeNotAvailable, BadResponse) and a body ccxt
+    could not parse (TypeError/KeyError/... inside its parser). Permanent (never retried):
+    ExchangeError and its subclasses (BadSymbol, AuthenticationError, ...).
+    """
+    detail = f"{what}: {type(exc).__name__}: {_short(exc)}"
+    if isinstance(exc, (ccxt.DDoSProtection, ccxt.RateLimitExceeded)):
+        return RateLimited(detail, parse_retry_after(_header(headers, "Retry-After")))
+    if isinstance(exc, ccxt.OperationFailed):
+        return TemporaryError(detail)
+    if isinstance(exc, ccxt.BaseError):
+        return PermanentError(detail)
+    if isinstance(exc, (TypeError, KeyError, ValueError, AttributeError, IndexError)):
+        return BadMarketData(f"{what}: malformed response ({type(exc).__name__}: {_short(exc)})")
+    return TemporaryError(detail)
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------- retry policy
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How one exchange call is retried on transient errors.
+
+    attempts: tries per call in all (1 = no retry). The wait before retry n (n = 1, 2, ...)
+    is base_s * 2**(n-1), capped at max_wait_s, minus a random fraction up to `jitter` of it
+    (so clients that failed together do not retry together). A Retry-After from the server
+    replaces a shorter wait; one longer than max_wait_s ends the retries at once.
+    """
+
+    attempts: int = 4
+    base_s: float = 0.5
+    max_wait_s: float = 30.0
+    jitter: float = 0.5
+
+    def backoff_s(self, retry: int, u: float) -> float:
+        """Wait (seconds) before retry number `retry` (1-based); u in [0, 1) is the jitter draw."""
+        full = min(self.max_wait_s, self.base_s * 2.0 ** (retry - 1))
+        return full * (1.0 - self.jitter * u)
+
+
+# ---------------------------------------------------------------- URL rewriting
+
+
+def rewrite_api_urls(api: Any, base_url: str) -> Any:
+    """Every URL in ccxt's `urls['api']` (a string or nested dicts) moved to base_url, paths kept.
+
+    'https://api.binance.com/api/v3' with base 'http://127.0.0.1:8080' becomes
+    'http://127.0.0.1:8080/api/v3'; a base with a path prefixes it ('http://proxy/bn' ->
+    'http://proxy/bn/api/v3'). WebSocket URLs follow the base's security (ws or wss).
+    """
+    base = urlsplit(base_url)
+    if base.scheme not in ("http", "https") or not base.netloc:
+        raise ConfigError(f"exchange.api_url={base_url!r} is not an http(s) URL: write http://HOST:PORT")
+    prefix = base_url.rstrip("/")
+
+    def one(url: Any) -> Any:
+        if isinstance(url, dict):
+            return {k: one(v) for k, v in url.items()}
+        if not isinstance(url, str):
+            return url
+        parts = urlsplit(url)
+        if not parts.netloc:
+            return url
+        rest = parts.path + (f"?{parts.query}" if parts.query else "")
+        if parts.scheme in ("ws", "wss"):
+            scheme = "wss" if base.scheme == "https" else "ws"
+            return f"{scheme}://{base.netloc}{base.path.rstrip('/')}{rest}"
+        return prefix + rest
+
+    return one(api)
+
+
+# ---------------------------------------------------------------- market rules
+
+
+@dataclass(frozen=True)
+class MarketRules:
+    """What the exchange accepts for a pair: price tick, amount lot, minimum notional (0 = none)."""
+
+    symbol: str
+    tick: float  # price grid, quote currency
+    lot: float  # amount grid, base units
+    min_amount: float  # base units
+    min_notional: float  # quote currency
+
+
+def market_rules(market: Dict[str, Any]) -> MarketRules:
+    """ccxt's unified market -> MarketRules (ccxt 4 gives precision as tick sizes)."""
+    prec = market.get("precision") or {}
+    limits = market.get("limits") or {}
+
+    def num(x: Any) -> float:
+        try:
+            v = float(x)
+        except (TypeError, ValueError):
+            return 0.0
+        return v if math.isfinite(v) and v > 0 else 0.0
+
+    return MarketRules(
+        symbol=str(market.get("symbol")),
+        tick=num(prec.get("price")),
+        lot=num(prec.get("amount")),
+        min_amount=num((limits.get("amount") or {}).get("min")),
+        min_notional=num((limits.get("cost") or {}).get("min")),
+    )
+
+
+# ---------------------------------------------------------------- the client
+
+
+class ExchangeClient:
+    """One ccxt async client with the retry policy: `call` wraps exactly one ccxt call."""
+
+    def __init__(
+        self,
+        exchange_id: str,
+        *,
+        api_url: Optional[str] = None,
+        timeout_s: float = 10.0,
+        policy: RetryPolicy = RetryPolicy(),
+        sleep: Optional[Sleep] = None,
+        rng: Optional[random.Random] = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
+        if exchange_id not in ccxt.exchanges:
+            raise ConfigError(f"exchange.id={exchange_id!r} is not a known ccxt exchange id")
+        options: Dict[str, Any] = {}
+        if exchange_id in ("binance", "binanceus"):
+            # ccxt's default also loads futures markets from fapi/dapi hosts: spot only.
+            options["fetchMarkets"] = {"types": ["spot"]}
+        self.id = exchange_id
+        self.api_url = api_url
+        self.name = exchange_id if api_url is None else f"{exchange_id}@{api_url}"
+        self.client = getattr(ccxt_async, exchange_id)(
+            {"timeout": int(timeout_s * 1000), "enableRateLimit": True, "options": options}
+        )
+        if api_url:
+            self.client.urls["api"] = rewrite_api_urls(self.client.urls["api"], api_url)
+        self.policy = policy
+        self.sleep: Sleep = sleep or asyncio.sleep
+        self.rng = rng or random.Random()
+        self.monotonic = monotonic
+        self.requests = 0  # ccxt calls attempted (tests count retries with it)
+        self._not_before = 0.0  # monotonic time before which a Retry-After forbids calling
+
+    @classmethod
+    def from_config(cls, ex_cfg: Any, exchange_id: Optional[str] = None, api_url: Optional[str] = None,
+                    sleep: Optional[Sleep] = None) -> "ExchangeClient":
+        """A client for exchange config `ex_cfg` (or for another id, a fallback, with its settings)."""
+        return cls(
+            exchange_id or ex_cfg.id,
+            api_url=api_url if exchange_id else ex_cfg.api_url,
+            timeout_s=float(ex_cfg.timeout_s),
+            policy=RetryPolicy(int(ex_cfg.retry_attempts), float(ex_cfg.retry_base_s), float(ex_cfg.retry_max_wait_s)),
+            sleep=sleep,
+        )
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = self.policy.backoff_s(state.attempt_number, self.rng.random())
+        ra = getattr(exc, "retry_after_s", None)
+        return max(wait, ra) if ra is not None else wait
+
+    def _stop(self, state: RetryCallState) -> bool:
+        if state.attempt_number >= self.policy.attempts:
+            return True
+        exc = state.outcome.exception() if state.outcome else None
+        ra = getattr(exc, "retry_after_s", None)
+        if ra is not None and ra > self.policy.max_wait_s:
+            # The server asks for more patience than one call may spend: stop now, and make
+            # the calls of the next cycles fail fast (without a request) until it has passed.
+            self._not_before = self.monotonic() + ra
+            return True
+        return False
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.info("%s: %s; retry %d/%d in %.2f s", self.name, exc, state.attempt_number,
+                 self.policy.attempts - 1, wait)
+
+    async def _once(self, what: str, method: str, args: Tuple, kwargs: Dict[str, Any],
+                    check: Optional[Callable[[Any], Any]]) -> Any:
+        left = self._not_before - self.monotonic()
+        if left > 0:
+            raise RateLimited(f"{what}: rate limited by {self.name}, {left:.1f} s of Retry-After left", None)
+        self.requests += 1
+        try:
+            result = await getattr(self.client, method)(*args, **kwargs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            raise translate(e, what, getattr(self.client, "last_response_headers", None)) from e
+        return check(result) if check is not None else result
+
+    async def call(self, what: str, method: str, *args: Any, check: Optional[Callable[[Any], Any]] = None,
+                   **kwargs: Any) -> Any:
+        """`client.method(*args, **kwargs)` with translation and retries; `check` validates the result
+        (raise BadMarketData to have a malformed answer retried like a failed call)."""
+        retrying = AsyncRetrying(
+            stop=self._stop,
+            wait=self._wait,
+            retry=retry_if_exception_type(TemporaryError),
+            sleep=self.sleep,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        return await retrying(self._once, what, method, args, kwargs, check)
+
+    async def load_markets(self) -> None:
+        """Load the markets (once); an unreachable exchange raises ExchangeUnavailable naming it."""
+        if self.client.markets:
+            return
+        try:
+            await self.call("load markets", "load_markets")
+        except TemporaryError as e:
+            where = f" at {self.api_url}" if self.api_url else ""
+            raise ExchangeUnavailable(f"exchange {self.id}{where} cannot be reached: {e}") from e
+
+    def rules(self, pair: str, key: str = "pair") -> MarketRules:
+        """The market rules of a listed pair; a pair the exchange does not list is a ConfigError."""
+        markets = self.client.markets or {}
+        if pair not in markets:
+            import difflib
+
+            close = difflib.get_close_matches(pair, list(markets), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"{key}={pair} is not listed on {self.id} ({len(markets)} markets){hint}")
+        return market_rules(markets[pair])
+
+    async def close(self) -> None:
+        try:
+            await self.client.close()
+        except Exception as e:  # closing must never hide the run's own outcome
+            log.debug("%s: close failed: %s", self.name, e)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _positive(x: Any) -> Optional[float]:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
+def check_top(bid: Any, ask: Any, what: str) -> Tuple[float, float]:
+    """Best bid and ask, both present, positive and not crossed; else BadMarketData."""
+    b, a = _positive(bid), _positive(ask)
+    if b is None and a is None:
+        raise BadMarketData(f"{what}: empty book (no bid, no ask)")
+    if b is None or a is None:
+        raise BadMarketData(f"{what}: one-sided or malformed book (bid={bid!r}, ask={ask!r})")
+    if b >= a:
+        raise BadMarketData(f"{what}: crossed book (bid {b} >= ask {a})")
+    return b, a
+
+
+def check_age(ts_ms: Any, now_ms: int, max_age_s: float, what: str) -> None:
+    """Data stamped more than max_age_s before now_ms is stale (no stamp: cannot tell, accepted)."""
+    if ts_ms is None:
+        return
+    age_s = (now_ms - int(ts_ms)) / 1000.0
+    if age_s > max_age_s:
+        raise BadMarketData(f"{what}: stale data, {age_s:.1f} s old > exchange.max_data_age_s={max_age_s:g}")
+
+
+def check_trades(trades: Any, what: str) -> List[Tuple[int, str, float, float]]:
+    """ccxt trades -> [(ts_ms, id, price, amount)] sorted by time; any malformed trade -> BadMarketData."""
+    if not isinstance(trades, list):
+        raise BadMarketData(f"{what}: malformed response (not a list of trades)")
+    out = []
+    for t in trades:
+        ts = t.get("timestamp") if isinstance(t, dict) else None
+        price = _positive(t.get("price")) if isinstance(t, dict) else None
+        amount = _positive(t.get("amount")) if isinstance(t, dict) else None
+        if ts is None or price is None or amount is None:
+            raise BadMarketData(f"{what}: malformed trade {t!r:.120}")
+        out.append((int(ts), str(t.get("id")), price, amount))
+    out.sort(key=lambda x: x[0])
+    return out
+
+
+# ---------------------------------------------------------------- the paper feed
+
+
+class _Source:
+    """One exchange serving one pair: its client, and what it has already reported."""
+
+    def __init__(self, client: ExchangeClient, pair: str):
+        self.client = client
+        self.pair = pair
+        self.rules: Optional[MarketRules] = None
+        self.cursor_ms: Optional[int] = None  # time of the newest trade already counted
+        self.ids_at_cursor: set = set()
+        self.last: Optional[float] = None
+
+    async def snapshot(self, now_ms: int, wall_ms: int, max_age_s: float) -> Tuple[float, float, float, float, float, float]:
+        """(bid, ask, last, low, high, volume) with trades since the previous snapshot."""
+        c = self.client
+        if self.rules is None:
+            await c.load_markets()
+            self.rules = c.rules(self.pair)
+        what = f"{c.name} {self.pair}"
+        ticker = await c.call(f"{what} ticker", "fetch_ticker", self.pair, check=_dict_check(f"{what} ticker"))
+        bid, ask = ticker.get("bid"), ticker.get("ask")
+        if bid is None and ask is None:
+            # some exchanges' tickers carry no book top: ask the order book
+            book = await c.call(f"{what} order book", "fetch_order_book", self.pair, 5,
+                                check=_dict_check(f"{what} order book"))
+            bids, asks = book.get("bids") or [], book.get("asks") or []
+            bid = bids[0][0] if bids and bids[0] else None
+            ask = asks[0][0] if asks and asks[0] else None
+        bid, ask = check_top(bid, ask, f"{what} book")
+        check_age(ticker.get("timestamp"), wall_ms, max_age_s, f"{what} ticker")
+        since = None if self.cursor_ms is None else self.cursor_ms
+        trades = await c.call(f"{what} trades", "fetch_trades", self.pair, since, 1000,
+                              check=lambda r: check_trades(r, f"{what} trades"))
+        first = self.cursor_ms is None
+        new = [t for t in trades if self.cursor_ms is None or t[0] > self.cursor_ms
+               or (t[0] == self.cursor_ms and t[1] not in self.ids_at_cursor)]
+        if new:
+            newest = new[-1][0]
+            if newest != self.cursor_ms:
+                self.ids_at_cursor = set()
+            self.cursor_ms = newest
+            self.ids_at_cursor.update(t[1] for t in new if t[0] == newest)
+            self.last = new[-1][2]
+        elif self.cursor_ms is None:
+            self.cursor_ms = wall_ms  # nothing traded yet: count trades from now on
+        last = _positive(ticker.get("last")) or self.last or (bid + ask) / 2.0
+        if first or not new:
+            # the first snapshot has no "previous" one: its trades are history, not the interval's
+            return bid, ask, last, math.nan, math.nan, 0.0
+        prices = [t[2] for t in new]
+        return bid, ask, last, min(prices), max(prices), float(sum(t[3] for t in new))
+
+
+def _dict_check(what: str) -> Callable[[Any], Dict[str, Any]]:
+    def check(result: Any) -> Dict[str, Any]:
+        if not isinstance(result, dict):
+            raise BadMarketData(f"{what}: malformed response ({type(result).__name__}, not an object)")
+        return result
+
+    return check
+
+
+def parse_fallback(entry: str) -> Tuple[str, Optional[str]]:
+    """'coinbase' -> ('coinbase', None); 'binance@http://host:port' -> ('binance', 'http://host:port')."""
+    ex_id, sep, url = str(entry).partition("@")
+    return ex_id.strip(), (url.strip() or None) if sep else None
+
+
+class CcxtFeed:
+    """A real exchange's public market data for one pair, as the paper loop's feed.
+
+    `fetch(now_ms)` returns (ts_ms, bid, ask, last, low, high, volume): the book top and last
+    price now, and the public trades since the previous fetch (NaN, NaN, 0 if none). It raises
+    (a TemporaryError) when no source could serve valid data; it never makes prices up. The
+    primary exchange is tried first, then each fallback; `source` names the one that served.
+    """
+
+    def __init__(self, pair: str, clients: Sequence[ExchangeClient], *, max_age_s: float,
+                 wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)):
+        self.pair = pair
+        self.sources = [_Source(c, pair) for c in clients]
+        self.max_age_s = float(max_age_s)
+        self.wall_ms = wall_ms
+        self.name = clients[0].name
+        self.source = ""
+        self._last_ts = -1
+        self.rules: Optional[MarketRules] = None
+
+    @property
+    def tick(self) -> float:
+        return self.rules.tick if self.rules else 0.0
+
+    async def start(self) -> None:
+        """Load the primary's markets and check the pair; unreachable/unknown ends the run here."""
+        primary = self.sources[0]
+        await primary.client.load_markets()
+        primary.rules = primary.client.rules(self.pair)
+        self.rules = primary.rules
+
+    async def fetch(self, now_ms: int) -> Tuple[int, float, float, float, float, float, float]:
+        failures = []
+        for i, src in enumerate(self.sources):
+            try:
+                bid, ask, last, low, high, volume = await src.snapshot(now_ms, self.wall_ms(), self.max_age_s)
+            except (TemporaryError, ExchangeUnavailable) as e:
+                failures.append(str(e))
+                if i + 1 < len(self.sources):
+                    log.warning("%s: %s failed (%s); trying %s", self.pair, src.client.name, e,
+                                self.sources[i + 1].client.name)
+                continue
+            except ConfigError as e:  # a fallback that does not list the pair
+                failures.append(str(e))
+                continue
+            if src.client.name != self.source:
+                log.info("%s: market data from %s", self.pair, src.client.name)
+            self.source = src.client.name
+            # strictly increasing market time, even if the clock stalls between cycles
+            ts = max(int(now_ms), self._last_ts + 1)
+            self._last_ts = ts
+            return ts, bid, ask, last, low, high, volume
+        if len(failures) == 1:
+            raise TemporaryError(failures[0])
+        raise TemporaryError("all sources failed: " + " | ".join(failures))
+
+    async def close(self) -> None:
+        for src in self.sources:
+            await src.client.close()
+
+
+async def open_feed(ex_cfg: Any, pair: str, sleep: Optional[Sleep] = None,
+                    wall_ms: Optional[Callable[[], int]] = None) -> CcxtFeed:
+    """A started CcxtFeed for `pair` on the configured exchange and its fallbacks."""
+    clients = [ExchangeClient.from_config(ex_cfg, sleep=sleep)]
+    for entry in ex_cfg.fallbacks or []:
+        fb_id, fb_url = parse_fallback(entry)
+        clients.append(ExchangeClient.from_config(ex_cfg, exchange_id=fb_id, api_url=fb_url, sleep=sleep))
+    kwargs = {"wall_ms": wall_ms} if wall_ms else {}
+    feed = CcxtFeed(pair, clients, max_age_s=float(ex_cfg.max_data_age_s), **kwargs)
+    try:
+        await feed.start()
+    except BaseException:
+        await feed.close()
+        raise
+    return feed
+
+
+# ---------------------------------------------------------------- candles
+
+
+async def fetch_ohlcv_range(client: ExchangeClient, pair: str, timeframe: str, since_ms: int, until_ms: int,
+                            page_limit: int = 1000) -> List[List[float]]:
+    """Candles [ts_ms, open, high, low, close, volume] with since_ms <= ts < until_ms, page by page.
+
+    Each page is one retried call; the next page starts after the last candle received. Ends
+    on an empty page, on reaching until_ms, or when a page does not advance (bounded loop).
+    """
+    await client.load_markets()
+    client.rules(pair)
+    if timeframe not in (client.client.timeframes or {}):
+        allowed = ", ".join(list(client.client.timeframes or {})[:12])
+        raise ConfigError(f"data.timeframe={timeframe!r} is not offered by {client.id}: allowed {allowed}")
+    tf_ms = int(client.client.parse_timeframe(timeframe) * 1000)
+    out: List[List[float]] = []
+    cursor = since_ms
+    max_pages = (until_ms - since_ms) // tf_ms + 2
+    for _ in range(int(max_pages)):
+        if cursor >= until_ms:
+            break
+        page = await client.call(
+            f"{client.name} {pair} candles from {cursor}", "fetch_ohlcv", pair, timeframe, cursor, page_limit,
+            {"until": until_ms - 1}, check=_check_candles,
+        )
+        page = [c for c in page if cursor <= c[0] < until_ms]
+        if not page:
+            break
+        out.extend(page)
+        cursor = int(page[-1][0]) + tf_ms
+    return out
+
+
+def _check_candles(result: Any) -> List[List[float]]:
+    if not isinstance(result, list):
+        raise BadMarketData("candles: malformed response (not a list)")
+    out = []
+    for c in result:
+        if not isinstance(c, (list, tuple)) or len(c) < 6 or any(v is None for v in c[:6]):
+            raise BadMarketData(f"candles: malformed candle {c!r:.120}")
+        out.append([int(c[0])] + [float(v) for v in c[1:6]])
+    return out
