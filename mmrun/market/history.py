@@ -273,6 +273,8 @@ def _check_rows(bad: np.ndarray, src: _Source, problem) -> None:
 
 def _numbers(s: pl.Series, name: str, src: _Source, allow_empty: bool = False) -> np.ndarray:
     """A column as float64; empty, non-numeric, NaN or infinite cells are errors naming the row."""
+    if s.dtype == pl.Null:  # a column with no values at all
+        s = s.cast(pl.Float64)
     if s.dtype == pl.String:
         text = s.str.strip_chars()
         x = text.cast(pl.Float64, strict=False)
@@ -319,7 +321,10 @@ def _timestamps(s: pl.Series, src: _Source, name: str = "timestamp") -> np.ndarr
     if s.dtype == pl.String:
         text = s.str.strip_chars()
         as_int = text.cast(pl.Int64, strict=False)
-        if as_int.null_count() == 0:
+        if as_int[0] is not None:  # the first value says which form the column uses
+            idx = np.flatnonzero(as_int.is_null().to_numpy())
+            if idx.size:
+                raise src.fail_rows(idx, f"{name} {text[int(idx[0])]!r} is not milliseconds since the epoch like the rows before")
             return _ms_integers(as_int.to_numpy(), name, src)
         return _iso_ms(text, name, src)
     if s.dtype.is_integer():
