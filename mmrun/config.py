@@ -92,6 +92,15 @@ class DataConfig:
 
 
 @dataclass
+class SweepConfig:
+    """How a sweep ranks its jobs (mmrun/sweep.py) and what each job returns to Hydra's sweeper."""
+
+    objective: str = "total_return_pct"  # a numeric summary.json field (OBJECTIVES)
+    direction: str = "maximize"  # maximize | minimize: which end of the objective ranks first
+    top: int = 10  # leaderboard rows printed when a sweep ends
+
+
+@dataclass
 class Config:
     exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
@@ -107,6 +116,7 @@ class Config:
     fees: FeesConfig = field(default_factory=FeesConfig)
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 def register() -> None:
@@ -275,7 +285,27 @@ def validate(cfg: Any) -> List[PairSpec]:
             f"mode=backtest on exchange={ex.id} needs data.path=FILE (CSV or Parquet candles), or "
             "data.since=DATE (and optionally data.until=DATE) to download candles"
         )
+    check_sweep(cfg.sweep)
     return specs
+
+
+# Numeric summary.json fields a sweep can rank by (and an Optuna sweeper optimise).
+OBJECTIVES = (
+    "total_return_pct", "pnl", "final_value", "sharpe", "max_drawdown_pct", "trades", "buys", "sells",
+    "volume_quote", "fees", "errors", "ticks", "final_quote", "final_base", "initial_value",
+)
+DIRECTIONS = ("maximize", "minimize")
+
+
+def check_sweep(sweep: Any) -> None:
+    """The `sweep` section: a known objective, a direction, a positive leaderboard size. Raises ConfigError."""
+    if sweep.objective not in OBJECTIVES:
+        raise ConfigError(
+            f"sweep.objective={sweep.objective!r} is not a summary metric: choose one of {', '.join(OBJECTIVES)}"
+            + _did_you_mean(str(sweep.objective), list(OBJECTIVES))
+        )
+    _one_of("sweep.direction", sweep.direction, DIRECTIONS)
+    _check("sweep.top", sweep.top, sweep.top >= 1, "a whole number >= 1")
 
 
 def _ccxt_exchanges() -> List[str]:

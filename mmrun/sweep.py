@@ -1,0 +1,441 @@
+"""The sweep report: a Hydra callback that, when a multirun ends, ranks every job of the sweep.
+
+It reads each job folder (its `.hydra/overrides.yaml`, `summary.json` and `run_info.json`)
+and writes, at the sweep's root:
+
+- `sweep_summary.csv` and `sweep_summary.parquet`: one row per job, best first by the
+  configured objective (`sweep.objective`, `sweep.direction`): `rank, job`, the swept
+  parameters, `status`, every summary metric, `error`, `wall_clock_seconds`, `folder`;
+  jobs that failed or never wrote a summary are failed rows at the end (rank empty);
+- `heatmap.png`: the objective over the two swept parameters, when exactly two numeric
+  parameters are swept;
+
+and prints a leaderboard of the top `sweep.top` rows. It reads files, not Hydra's in-memory
+job returns, so it works the same for every launcher (joblib, Ray, submitit) and sweeper
+(grid, Optuna), and `python -m mmrun.sweep SWEEP_DIR` rebuilds the report of any sweep folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import polars as pl
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from mmrun.config import DIRECTIONS, OBJECTIVES, check_sweep
+from mmrun.errors import ConfigError, MmrunError
+from mmrun.record import write_csv, write_parquet
+
+log = logging.getLogger("mmrun.sweep")
+
+SUMMARY_CSV = "sweep_summary.csv"
+SUMMARY_PARQUET = "sweep_summary.parquet"
+HEATMAP_PNG = "heatmap.png"
+# Metrics shown in the leaderboard beside the objective (when the summaries have them).
+BOARD_METRICS = ("total_return_pct", "pnl", "trades", "max_drawdown_pct", "sharpe")
+# Above this many distinct values on an axis the objective is drawn as a scatter, not a grid
+# (an Optuna search samples continuous values; a grid sweep lists a few).
+MAX_GRID_AXIS = 30
+
+
+@dataclass
+class Job:
+    """One job folder of a sweep, as read from disk."""
+
+    num: int  # Hydra's job number (hydra.job.num)
+    folder: Path
+    overrides: Dict[str, Any]  # override key -> typed value, in the order given
+    summary: Dict[str, Any]  # summary.json; {} if the job wrote none
+    wall_clock_seconds: Optional[float]  # from run_info.json; None if the job wrote none
+
+
+@dataclass
+class Report:
+    """What write_report produced."""
+
+    table: pl.DataFrame  # the rows of sweep_summary.csv, best first
+    swept: List[str]  # the swept parameters (override keys), in command-line order
+    objective: str
+    direction: str
+    failed: int  # rows whose status is failed
+    leaderboard: str  # the text printed at the end of a sweep
+    heatmap: Optional[Path]  # heatmap.png if drawn
+
+
+# ---------------------------------------------------------------- reading job folders
+
+
+def parse_overrides(lines: Iterable[str]) -> Dict[str, Any]:
+    """Hydra override strings -> {key: typed value} ('spread=0.001' -> {'spread': 0.001}).
+
+    Sweep expressions ('spread=0.1,0.2', 'interval(...)') map to their text; deletions are skipped.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    out: Dict[str, Any] = {}
+    for o in OverridesParser.create().parse_overrides([str(x) for x in lines]):
+        if o.is_delete():
+            continue
+        out[o.key_or_group] = str(o.value()) if o.is_sweep_override() else o.value()
+    return out
+
+
+def sweep_keys(lines: Iterable[str]) -> List[str]:
+    """The keys of the sweep expressions among Hydra override strings ('spread=0.1,0.2' -> spread)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides([str(x) for x in lines])
+    return [o.key_or_group for o in parsed if o.is_sweep_override()]
+
+
+def _read_json(path: Path) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def read_jobs(sweep_dir: Path) -> List[Job]:
+    """Every job folder under sweep_dir (a folder whose .hydra/hydra.yaml is a multirun job's)."""
+    jobs = []
+    for hydra_yaml in sorted(sweep_dir.glob("**/.hydra/hydra.yaml")):
+        folder = hydra_yaml.parent.parent
+        try:
+            with open(hydra_yaml, encoding="utf-8") as f:
+                hydra_cfg = (yaml.safe_load(f) or {}).get("hydra", {})
+            num = hydra_cfg.get("job", {}).get("num")
+            with open(folder / ".hydra" / "overrides.yaml", encoding="utf-8") as f:
+                overrides = parse_overrides(yaml.safe_load(f) or [])
+        except (OSError, yaml.YAMLError) as exc:
+            log.warning("%s: not a readable job folder (%s); skipped", folder, exc)
+            continue
+        if hydra_cfg.get("mode") != "MULTIRUN" or not isinstance(num, int):
+            continue
+        info = _read_json(folder / "run_info.json")
+        wall = info.get("wall_clock_seconds")
+        jobs.append(
+            Job(
+                num=num,
+                folder=folder,
+                overrides=overrides,
+                summary=_read_json(folder / "summary.json"),
+                wall_clock_seconds=float(wall) if isinstance(wall, (int, float)) else None,
+            )
+        )
+    jobs.sort(key=lambda j: j.num)
+    return jobs
+
+
+def swept_parameters(jobs: Sequence[Job], declared: Iterable[str] = ()) -> List[str]:
+    """The parameters that make jobs differ: those declared as swept, plus any whose value varies.
+
+    `declared` are the keys of the command line's sweep expressions and of hydra.sweeper.params;
+    without them (a report rebuilt from folders alone) the keys whose values differ are used.
+    """
+    declared = set(declared)
+    order: List[str] = []
+    for job in jobs:
+        for key in job.overrides:
+            if key not in order:
+                order.append(key)
+    out = []
+    for key in order:
+        values = {json.dumps(job.overrides.get(key), sort_keys=True, default=str) for job in jobs}
+        if key in declared or len(values) > 1:
+            out.append(key)
+    return out
+
+
+# ---------------------------------------------------------------- the table
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _column(name: str, values: List[Any]) -> pl.Series:
+    """A typed column: Int64 if all whole numbers, Float64 if all numbers, Boolean, else String."""
+    present = [v for v in values if v is not None]
+    if present and all(_is_number(v) for v in present):
+        if all(isinstance(v, int) for v in present):
+            return pl.Series(name, values, dtype=pl.Int64)
+        floats = [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in values]
+        return pl.Series(name, floats, dtype=pl.Float64)
+    if present and all(isinstance(v, bool) for v in present):
+        return pl.Series(name, values, dtype=pl.Boolean)
+    text = [None if v is None else (v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)) for v in values]
+    return pl.Series(name, text, dtype=pl.String)
+
+
+def build_table(
+    jobs: Sequence[Job], swept: Sequence[str], objective: str, direction: str, root: Optional[Path] = None
+) -> pl.DataFrame:
+    """One row per job, best first by objective (ties by job number); failed or unranked rows last.
+
+    root: the sweep folder; the `folder` column is relative to it.
+    """
+    metric_keys: List[str] = []
+    for job in jobs:
+        for key in job.summary:
+            if key not in metric_keys and key not in ("status", "error") and key not in swept:
+                metric_keys.append(key)
+    if objective not in metric_keys:
+        metric_keys.insert(0, objective)
+
+    def status(job: Job) -> str:
+        return str(job.summary.get("status") or "failed")
+
+    def error(job: Job) -> Optional[str]:
+        if not job.summary:
+            return "no summary.json: the job did not finish"
+        return job.summary.get("error")
+
+    def score(job: Job) -> Optional[float]:
+        v = job.summary.get(objective)
+        if status(job) == "failed" or not _is_number(v) or math.isnan(v):
+            return None
+        return float(v) if direction == "maximize" else -float(v)
+
+    ranked = sorted((j for j in jobs if score(j) is not None), key=lambda j: (-score(j), j.num))
+    unranked = sorted((j for j in jobs if score(j) is None), key=lambda j: j.num)
+    rows = ranked + unranked
+    cols = [
+        pl.Series("rank", [i + 1 for i in range(len(ranked))] + [None] * len(unranked), dtype=pl.Int64),
+        pl.Series("job", [j.num for j in rows], dtype=pl.Int64),
+    ]
+    cols += [_column(k, [j.overrides.get(k) for j in rows]) for k in swept]
+    cols.append(pl.Series("status", [status(j) for j in rows], dtype=pl.String))
+    cols += [_column(k, [j.summary.get(k) for j in rows]) for k in metric_keys]
+    cols.append(pl.Series("error", [error(j) for j in rows], dtype=pl.String))
+    cols.append(pl.Series("wall_clock_seconds", [j.wall_clock_seconds for j in rows], dtype=pl.Float64))
+    cols.append(pl.Series("folder", [_relative(j.folder, root) for j in rows], dtype=pl.String))
+    return pl.DataFrame(cols)
+
+
+def _relative(folder: Path, root: Optional[Path]) -> str:
+    try:
+        return folder.relative_to(root).as_posix() if root is not None else str(folder)
+    except ValueError:
+        return str(folder)
+
+
+# ---------------------------------------------------------------- the leaderboard
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def leaderboard(table: pl.DataFrame, swept: Sequence[str], objective: str, direction: str, top: int, title: str) -> str:
+    """The top rows as a fixed-width text table, then one line per failed job."""
+    metrics = [objective] + [m for m in BOARD_METRICS if m != objective and m in table.columns]
+    cols = ["rank", "job", *swept, *metrics, "status"]
+    ranked = table.filter(pl.col("rank").is_not_null()).head(top)
+    body = [[_fmt(v) for v in row] for row in ranked.select(cols).iter_rows()]
+    widths = [max([len(c)] + [len(r[i]) for r in body]) for i, c in enumerate(cols)]
+    n_ranked = table["rank"].drop_nulls().len()
+    lines = [f"sweep {title}: {table.height} jobs, top {min(top, n_ranked)} by {objective} ({direction})"]
+    lines.append("  " + "  ".join(c.rjust(w) for c, w in zip(cols, widths)))
+    lines += ["  " + "  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in body]
+    if n_ranked == 0:
+        lines.append("  (no job finished with a value to rank)")
+    for row in table.filter(pl.col("rank").is_null()).iter_rows(named=True):
+        params = " ".join(f"{k}={_fmt(row[k])}" for k in swept)
+        lines.append(f"  job {row['job']} {row['status']}: {params}: {row['error'] or 'no ' + objective}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the heatmap
+
+
+def heatmap(table: pl.DataFrame, swept: Sequence[str], objective: str, direction: str, path: Path) -> bool:
+    """Draw the objective over exactly two numeric swept parameters into path; False if not drawable."""
+    numeric = [k for k in swept if table[k].dtype in (pl.Int64, pl.Float64) and table[k].null_count() == 0]
+    if len(swept) != 2 or len(numeric) != 2:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never a display
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    xk, yk = swept
+    x, y = table[xk].to_numpy().astype(float), table[yk].to_numpy().astype(float)
+    z = table[objective].cast(pl.Float64).to_numpy() if objective in table.columns else np.full(len(x), np.nan)
+    z = np.where(table["rank"].is_null().to_numpy(), np.nan, z)  # failed jobs: no value
+    xs, ys = np.unique(x), np.unique(y)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(xs) + 2.5), max(4.0, 0.6 * len(ys) + 2.0)))
+    if len(xs) <= MAX_GRID_AXIS and len(ys) <= MAX_GRID_AXIS:
+        grid = np.full((len(ys), len(xs)), np.nan)
+        better = np.fmax if direction == "maximize" else np.fmin  # a repeated point keeps its best value
+        for xi, yi, zi in zip(np.searchsorted(xs, x), np.searchsorted(ys, y), z):
+            grid[yi, xi] = zi if np.isnan(grid[yi, xi]) else better(grid[yi, xi], zi)
+        cmap = plt.get_cmap("viridis").copy()
+        cmap.set_bad("lightgrey")  # failed jobs and combinations not run
+        im = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap=cmap)
+        ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
+        ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys])
+        if grid.size <= 144:
+            finite = grid[np.isfinite(grid)]
+            mid = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+            for (yi, xi), v in np.ndenumerate(grid):
+                text = "failed" if np.isnan(v) and _ran(x, y, xs[xi], ys[yi]) else ("" if np.isnan(v) else f"{v:.4g}")
+                ax.text(xi, yi, text, ha="center", va="center", fontsize=8, color="white" if v < mid else "black")
+    else:
+        ok = np.isfinite(z)
+        im = ax.scatter(x[ok], y[ok], c=z[ok], cmap="viridis", s=30)
+        ax.scatter(x[~ok], y[~ok], marker="x", color="grey", label="failed")
+    fig.colorbar(im, ax=ax, label=objective)
+    ax.set_xlabel(xk)
+    ax.set_ylabel(yk)
+    ax.set_title(f"{objective} ({direction})")
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return True
+
+
+def _ran(x: Any, y: Any, xv: float, yv: float) -> bool:
+    return bool(((x == xv) & (y == yv)).any())
+
+
+# ---------------------------------------------------------------- the report
+
+
+def write_report(
+    sweep_dir: Path,
+    objective: str = "total_return_pct",
+    direction: str = "maximize",
+    top: int = 10,
+    declared: Optional[Iterable[str]] = None,
+) -> Report:
+    """Read the jobs under sweep_dir and write sweep_summary.csv/.parquet (and heatmap.png).
+
+    declared: the swept keys if known (the callback knows them from the command line); None
+    reads them from the sweep's multirun.yaml if present, else uses the keys whose values differ.
+    """
+    sweep_dir = Path(sweep_dir)
+    jobs = read_jobs(sweep_dir)
+    if not jobs:
+        raise MmrunError(f"{sweep_dir}: no job folders of a sweep found (folders with .hydra/hydra.yaml)")
+    if declared is None:
+        declared = _declared_from_multirun_yaml(sweep_dir / "multirun.yaml")
+    swept = swept_parameters(jobs, declared)
+    table = build_table(jobs, swept, objective, direction, sweep_dir)
+    write_csv(table, sweep_dir / SUMMARY_CSV)
+    write_parquet(table, sweep_dir / SUMMARY_PARQUET)
+    png = sweep_dir / HEATMAP_PNG
+    drawn = heatmap(table, swept, objective, direction, png)
+    board = leaderboard(table, swept, objective, direction, top, str(sweep_dir))
+    failed = table.filter(pl.col("status") == "failed").height
+    return Report(table, swept, objective, direction, failed, board, png if drawn else None)
+
+
+def declared_keys(task_overrides: Iterable[str], sweeper_params: Any) -> List[str]:
+    """Swept keys from a multirun's task overrides and its hydra.sweeper.params (a dict or None)."""
+    keys = sweep_keys(task_overrides)
+    if sweeper_params:
+        keys += [str(k) for k in sweeper_params.keys()]
+    return keys
+
+
+def _declared_from_multirun_yaml(path: Path) -> List[str]:
+    if not path.is_file():
+        return []
+    try:
+        with open(path, encoding="utf-8") as f:
+            hydra_cfg = (yaml.safe_load(f) or {}).get("hydra", {})
+        return declared_keys(hydra_cfg.get("overrides", {}).get("task", []), hydra_cfg.get("sweeper", {}).get("params"))
+    except (OSError, yaml.YAMLError, ValueError) as exc:  # a damaged multirun.yaml: fall back to differences
+        log.warning("%s: unreadable (%s); swept keys taken from the jobs' differences", path, exc)
+        return []
+
+
+# ---------------------------------------------------------------- the Hydra callback
+
+# The report of the last sweep that ended in this process (read by __main__ for its exit code).
+last_report: Optional[Report] = None
+
+
+class SweepReport(Callback):
+    """Hydra callback (conf/config.yaml: hydra.callbacks.sweep_report): the report when a multirun ends."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global last_report
+        last_report = None
+        # Hydra turns a callback's exceptions into warnings and goes on; a bad sweep section
+        # would fail every job, so stop here with the one-line error instead.
+        try:
+            check_sweep(config.sweep)
+        except ConfigError as exc:
+            print(f"mmrun: error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
+        opt_dir = OmegaConf.select(config, "hydra.sweeper.direction", default=None)
+        if "optuna" in sweeper.lower() and opt_dir is not None:
+            names = [getattr(d, "name", str(d)) for d in (opt_dir if OmegaConf.is_list(opt_dir) else [opt_dir])]
+            if names != [str(config.sweep.direction)]:
+                log.warning(
+                    "Optuna will %s %s but sweep.direction=%s: add hydra.sweeper.direction=%s",
+                    "/".join(names), config.sweep.objective, config.sweep.direction, config.sweep.direction,
+                )
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global last_report
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        try:
+            declared = declared_keys(
+                OmegaConf.to_container(config.hydra.overrides.task, resolve=False),
+                OmegaConf.select(config, "hydra.sweeper.params", default=None),
+            )
+            last_report = write_report(
+                sweep_dir, config.sweep.objective, config.sweep.direction, config.sweep.top, declared
+            )
+        except Exception as exc:  # Hydra would only warn; say what failed, in one line
+            log.error("sweep report for %s failed: %s: %s", sweep_dir, type(exc).__name__, exc)
+            return
+        print(last_report.leaderboard, flush=True)
+        made = [SUMMARY_CSV, SUMMARY_PARQUET] + ([HEATMAP_PNG] if last_report.heatmap else [])
+        print(f"  report  {sweep_dir}/{{{','.join(made)}}}", flush=True)
+
+
+# ---------------------------------------------------------------- python -m mmrun.sweep
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Rebuild the report of a sweep folder (e.g. after a sweep that was interrupted)."""
+    p = argparse.ArgumentParser(prog="python -m mmrun.sweep", description=main.__doc__)
+    p.add_argument("sweep_dir", type=Path, help="the sweep's root folder (holds the numbered job folders)")
+    p.add_argument("--objective", default="total_return_pct", help=f"one of {', '.join(OBJECTIVES)}")
+    p.add_argument("--direction", default="maximize", choices=DIRECTIONS)
+    p.add_argument("--top", type=int, default=10, help="leaderboard rows to print")
+    args = p.parse_args(argv)
+    try:
+        check_sweep(argparse.Namespace(objective=args.objective, direction=args.direction, top=args.top))
+        report = write_report(args.sweep_dir, args.objective, args.direction, args.top)
+    except MmrunError as exc:
+        print(f"mmrun: error: {exc}", file=sys.stderr)
+        return 2
+    print(report.leaderboard)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
