@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -29,13 +30,16 @@ def _task(cfg: DictConfig) -> float:
 
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
+    started = time.time()
     # The task never raises: in a sweep Hydra would skip the end-of-sweep report, and in a
     # single run it would print its own preamble. The failure is recorded in the job's
     # summary; a single run hands it to main() to report as one line.
     try:
-        return float(run(cfg, out_dir)["total_return_pct"])
+        # What a sweeper (Optuna) optimises: the configured summary metric; NaN if it has none.
+        value = run(cfg, out_dir).get(cfg.sweep.objective)
+        return math.nan if value is None else float(value)
     except Exception as exc:
-        run_failed_job(cfg, out_dir, exc)
+        run_failed_job(cfg, out_dir, exc, started)
         if hc.mode is not None and hc.mode.name == "MULTIRUN":
             logging.getLogger("mmrun").error("job %s failed: %s", hc.job.num, exc)
         else:
@@ -53,6 +57,7 @@ def main() -> None:
         _task()
         if _failures:
             raise _failures[0]
+        _exit_if_sweep_jobs_failed()
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
@@ -62,6 +67,19 @@ def main() -> None:
             print(f"mmrun: error: {one_line(exc)}", file=sys.stderr)
             sys.exit(2)
         print(f"mmrun: internal error: {type(exc).__name__}: {one_line(exc)} (HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
+        sys.exit(1)
+
+
+def _exit_if_sweep_jobs_failed() -> None:
+    """A sweep whose report lists failed jobs exits 1 (after the report), so scripts notice."""
+    sweep = sys.modules.get("mmrun.sweep")  # imported by the sweep callback, if a sweep ran
+    report = sweep.last_report if sweep is not None else None
+    if report is not None and report.failed:
+        print(
+            f"mmrun: {report.failed} of {report.table.height} sweep jobs failed: "
+            f"see the error column of {report.path}",
+            file=sys.stderr,
+        )
         sys.exit(1)
 
 

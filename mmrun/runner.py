@@ -10,7 +10,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import polars as pl
@@ -242,6 +242,16 @@ def run(cfg: Any, out_dir: Path) -> Dict[str, Any]:
     root = summaries[0] if single else aggregate(cfg, summaries, outcomes)
     if not single:
         write_json(root, out_dir / "summary.json")
+    wall_s = write_run_info(out_dir, wall_start)
+    print_summary(root, out_dir, wall_s)
+    return root
+
+
+def write_run_info(out_dir: Path, wall_start: float) -> float:
+    """run_info.json: the wall-clock facts of a run (start, seconds), its command and versions.
+
+    Returns the run's wall-clock seconds (since wall_start, a time.time() value).
+    """
     wall_s = time.time() - wall_start
     write_json(
         {
@@ -253,8 +263,7 @@ def run(cfg: Any, out_dir: Path) -> Dict[str, Any]:
         },
         out_dir / "run_info.json",
     )
-    print_summary(root, out_dir, wall_s)
-    return root
+    return wall_s
 
 
 def _versions() -> Dict[str, str]:
@@ -269,11 +278,16 @@ def _versions() -> Dict[str, str]:
     return out
 
 
-def run_failed_job(cfg: Any, out_dir: Path, exc: BaseException) -> None:
-    """A sweep job that failed: its summary says so, with the error, so the sweep report lists it."""
+def run_failed_job(cfg: Any, out_dir: Path, exc: BaseException, wall_start: Optional[float] = None) -> None:
+    """A sweep job that failed: its summary says so, with the error, so the sweep report lists it.
+
+    wall_start (a time.time() value): when the job started; given, run_info.json is written too.
+    """
     from mmrun.cli_errors import one_line
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    if wall_start is not None:
+        write_run_info(out_dir, wall_start)
     write_json(
         {
             "pair": str(cfg.get("pair")),

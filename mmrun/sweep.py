@@ -62,7 +62,8 @@ class Job:
 class Report:
     """What write_report produced."""
 
-    table: pl.DataFrame  # the rows of sweep_summary.csv, best first
+    path: Path  # sweep_summary.csv
+    table: pl.DataFrame  # its rows, best first
     swept: List[str]  # the swept parameters (override keys), in command-line order
     objective: str
     direction: str
@@ -345,7 +346,7 @@ def write_report(
     drawn = heatmap(table, swept, objective, direction, png)
     board = leaderboard(table, swept, objective, direction, top, str(sweep_dir))
     failed = table.filter(pl.col("status") == "failed").height
-    return Report(table, swept, objective, direction, failed, board, png if drawn else None)
+    return Report(sweep_dir / SUMMARY_CSV, table, swept, objective, direction, failed, board, png if drawn else None)
 
 
 def declared_keys(task_overrides: Iterable[str], sweeper_params: Any) -> List[str]:
