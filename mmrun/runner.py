@@ -113,9 +113,19 @@ def _backtest_rows(cfg: Any, pair: str):
         rows = load_rows(cfg.data.path, repair=cfg.data.repair)
         if cfg.run.max_ticks is not None:
             rows = {k: v[: cfg.run.max_ticks] for k, v in rows.items()}
-        return rows, 0.0
+        return rows, _file_tick(cfg, pair, cfg.data.path)
     market = _sim_market(cfg, pair)
     return market.frame_arrays(cfg.run.max_ticks), market.tick
+
+
+def _file_tick(cfg: Any, pair: str, path: str) -> float:
+    """Candles: no price grid (0). A paper run's market.parquet replayed on exchange=sim: the
+    simulated exchange's tick, the grid the paper run quoted on, so the replay fills the same."""
+    from mmrun.market.history import recorded_market
+
+    if cfg.exchange.id == "sim" and recorded_market(path):
+        return _sim_market(cfg, pair).tick
+    return 0.0
 
 
 def _run_backtests(cfg: Any, specs: List[PairSpec]) -> List[PairOutcome]:

@@ -81,6 +81,25 @@ def load_rows(path_text: str, repair: Iterable[str] = ()) -> Rows:
     return dict(rows)
 
 
+def recorded_market(path_text: str) -> bool:
+    """True if the file is a paper run's market recording (ts_ms and last columns), not candles.
+
+    Reads only the column names. A replay of such a file on the simulated exchange quotes on
+    that exchange's tick grid again, as the paper run did.
+    """
+    path = Path(path_text)
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            names = list(pl.read_parquet_schema(path))
+        else:
+            with open(path, newline="", encoding="utf-8", errors="replace") as f:
+                names = next(csv.reader(f), [])
+    except Exception:
+        return False  # load_rows reports what is wrong with the file
+    low = {n.strip().lower() for n in names}
+    return "ts_ms" in low and "last" in low
+
+
 def clear_cache() -> None:
     """Forget every loaded file (tests; a long-lived process that rewrites files in place)."""
     _cache.clear()
