@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -25,7 +25,7 @@ _failures: list = []
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def _task(cfg: DictConfig) -> float:
+def _task(cfg: DictConfig) -> Optional[float]:
     from mmrun.runner import run, run_failed_job
 
     hc = HydraConfig.get()
@@ -35,16 +35,17 @@ def _task(cfg: DictConfig) -> float:
     # single run it would print its own preamble. The failure is recorded in the job's
     # summary; a single run hands it to main() to report as one line.
     try:
-        # What a sweeper (Optuna) optimises: the configured summary metric; NaN if it has none.
+        # What a sweeper (Optuna) optimises: the configured summary metric. None (not NaN) when
+        # there is none: hydra-optuna-sweeper marks such a trial failed, while a NaN crashes it.
         value = run(cfg, out_dir).get(cfg.sweep.objective)
-        return math.nan if value is None else float(value)
+        return None if value is None else float(value)
     except Exception as exc:
         run_failed_job(cfg, out_dir, exc, started)
         if hc.mode is not None and hc.mode.name == "MULTIRUN":
             logging.getLogger("mmrun").error("job %s failed: %s", hc.job.num, exc)
         else:
             _failures.append(exc)
-        return math.nan
+        return None
 
 
 def main() -> None:
@@ -59,8 +60,10 @@ def main() -> None:
             raise _failures[0]
         _exit_if_sweep_jobs_failed()
     except KeyboardInterrupt:
+        _report_unfinished_sweep()  # the jobs that finished before Ctrl-C
         sys.exit(130)
     except Exception as exc:
+        _report_unfinished_sweep()
         if user_wants_traceback:
             raise
         if isinstance(exc, MmrunError) or _is_config_error(exc):
@@ -68,6 +71,13 @@ def main() -> None:
             sys.exit(2)
         print(f"mmrun: internal error: {type(exc).__name__}: {one_line(exc)} (HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
         sys.exit(1)
+
+
+def _report_unfinished_sweep() -> None:
+    """A sweep that raised before its end (e.g. a sweeper error) still gets its report."""
+    sweep = sys.modules.get("mmrun.sweep")
+    if sweep is not None:
+        sweep.finish_pending()
 
 
 def _exit_if_sweep_jobs_failed() -> None:

@@ -106,14 +106,20 @@ def _install_stop_handlers(stop: asyncio.Event) -> None:
 
 
 def _backtest_rows(cfg: Any, pair: str):
-    """(rows, tick) for a backtest: the data file if given, else the simulated market."""
-    if cfg.data.path is not None:
+    """(rows, tick) for a backtest: the data file if given, candles downloaded from a real
+    exchange (data.since..data.until, through the cache), else the simulated market."""
+    if cfg.data.path is not None or cfg.exchange.id != "sim":
         from mmrun.market.history import load_rows
 
-        rows = load_rows(cfg.data.path, repair=cfg.data.repair)
+        path = cfg.data.path
+        if path is None:
+            from mmrun.market.download import download
+
+            path = str(download(cfg, pair))
+        rows = load_rows(path, repair=cfg.data.repair)
         if cfg.run.max_ticks is not None:
             rows = {k: v[: cfg.run.max_ticks] for k, v in rows.items()}
-        return rows, _file_tick(cfg, pair, cfg.data.path)
+        return rows, _file_tick(cfg, pair, path)
     market = _sim_market(cfg, pair)
     return market.frame_arrays(cfg.run.max_ticks), market.tick
 

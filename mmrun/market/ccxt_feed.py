@@ -231,8 +231,8 @@ class ExchangeClient:
         if api_url:
             self.client.urls["api"] = rewrite_api_urls(self.client.urls["api"], api_url)
         self.policy = policy
-        self.sleep: Sleep = sleep or asyncio.sleep
-        self.rng = rng or random.Random()
+        self.sleep: Sleep = asyncio.sleep if sleep is None else sleep
+        self.rng = random.Random() if rng is None else rng
         self.monotonic = monotonic
         self.requests = 0  # ccxt calls attempted (tests count retries with it)
         self._not_before = 0.0  # monotonic time before which a Retry-After forbids calling
@@ -277,7 +277,8 @@ class ExchangeClient:
                     check: Optional[Callable[[Any], Any]]) -> Any:
         left = self._not_before - self.monotonic()
         if left > 0:
-            raise RateLimited(f"{what}: rate limited by {self.name}, {left:.1f} s of Retry-After left", None)
+            # no request: the wait (and whether to wait at all) is the policy's, as after a 429
+            raise RateLimited(f"{what}: rate limited by {self.name}, {left:.1f} s of Retry-After left", left)
         self.requests += 1
         try:
             result = await getattr(self.client, method)(*args, **kwargs)
@@ -398,7 +399,8 @@ class _Source:
             await c.load_markets()
             self.rules = c.rules(self.pair)
         what = f"{c.name} {self.pair}"
-        ticker = await c.call(f"{what} ticker", "fetch_ticker", self.pair, check=_dict_check(f"{what} ticker"))
+        ticker = await c.call(f"{what} ticker", "fetch_ticker", self.pair,
+                              check=_ticker_check(f"{what} ticker", wall_ms, max_age_s))
         bid, ask = ticker.get("bid"), ticker.get("ask")
         if bid is None and ask is None:
             # some exchanges' tickers carry no book top: ask the order book
@@ -408,7 +410,6 @@ class _Source:
             bid = bids[0][0] if bids and bids[0] else None
             ask = asks[0][0] if asks and asks[0] else None
         bid, ask = check_top(bid, ask, f"{what} book")
-        check_age(ticker.get("timestamp"), wall_ms, max_age_s, f"{what} ticker")
         since = None if self.cursor_ms is None else self.cursor_ms
         trades = await c.call(f"{what} trades", "fetch_trades", self.pair, since, 1000,
                               check=lambda r: check_trades(r, f"{what} trades"))
@@ -437,6 +438,20 @@ def _dict_check(what: str) -> Callable[[Any], Dict[str, Any]]:
         if not isinstance(result, dict):
             raise BadMarketData(f"{what}: malformed response ({type(result).__name__}, not an object)")
         return result
+
+    return check
+
+
+def _ticker_check(what: str, wall_ms: Optional[int] = None, max_age_s: float = math.inf) -> Callable[[Any], Dict[str, Any]]:
+    as_dict = _dict_check(what)
+
+    def check(result: Any) -> Dict[str, Any]:
+        t = as_dict(result)
+        if all(t.get(k) is None for k in ("bid", "ask", "last")):
+            raise BadMarketData(f"{what}: malformed response (no bid, ask or last)")
+        if wall_ms is not None:
+            check_age(t.get("timestamp"), wall_ms, max_age_s, what)
+        return t
 
     return check
 
@@ -479,18 +494,18 @@ class CcxtFeed:
         self.rules = primary.rules
 
     async def fetch(self, now_ms: int) -> Tuple[int, float, float, float, float, float, float]:
-        failures = []
+        failures: List[Exception] = []
         for i, src in enumerate(self.sources):
             try:
                 bid, ask, last, low, high, volume = await src.snapshot(now_ms, self.wall_ms(), self.max_age_s)
             except (TemporaryError, ExchangeUnavailable) as e:
-                failures.append(str(e))
+                failures.append(e)
                 if i + 1 < len(self.sources):
                     log.warning("%s: %s failed (%s); trying %s", self.pair, src.client.name, e,
                                 self.sources[i + 1].client.name)
                 continue
             except ConfigError as e:  # a fallback that does not list the pair
-                failures.append(str(e))
+                failures.append(TemporaryError(str(e)))
                 continue
             if src.client.name != self.source:
                 log.info("%s: market data from %s", self.pair, src.client.name)
@@ -500,8 +515,8 @@ class CcxtFeed:
             self._last_ts = ts
             return ts, bid, ask, last, low, high, volume
         if len(failures) == 1:
-            raise TemporaryError(failures[0])
-        raise TemporaryError("all sources failed: " + " | ".join(failures))
+            raise failures[0]
+        raise TemporaryError("all sources failed: " + " | ".join(map(str, failures))) from failures[-1]
 
     async def close(self) -> None:
         for src in self.sources:
@@ -526,6 +541,17 @@ async def open_feed(ex_cfg: Any, pair: str, sleep: Optional[Sleep] = None,
 
 
 # ---------------------------------------------------------------- candles
+
+
+def timeframe_ms(timeframe: str) -> int:
+    """A ccxt timeframe ('1m', '1h', '1d') -> its length in milliseconds; else ConfigError."""
+    try:
+        ms = int(ccxt.Exchange.parse_timeframe(str(timeframe)) * 1000)
+    except Exception:
+        ms = 0
+    if ms <= 0:
+        raise ConfigError(f"data.timeframe={timeframe!r} is not a timeframe: write e.g. 1m, 5m, 1h, 1d")
+    return ms
 
 
 async def fetch_ohlcv_range(client: ExchangeClient, pair: str, timeframe: str, since_ms: int, until_ms: int,
