@@ -375,11 +375,37 @@ def _declared_from_multirun_yaml(path: Path) -> List[str]:
 last_report: Optional[Report] = None
 
 
+# The sweep started in this process whose report is not written yet: (folder, write_report
+# arguments). If the sweep raises before its end, Hydra skips on_multirun_end and __main__
+# calls finish_pending() so the jobs that ran are still reported.
+_pending: Optional[tuple] = None
+
+
+def _report(sweep_dir: Path, kwargs: Dict[str, Any]) -> None:
+    """Write the report of a sweep and print its leaderboard; a failure is one logged line."""
+    global last_report, _pending
+    _pending = None
+    try:
+        last_report = write_report(sweep_dir, **kwargs)
+    except Exception as exc:  # Hydra would only warn; say what failed, in one line
+        log.error("sweep report for %s failed: %s: %s", sweep_dir, type(exc).__name__, exc)
+        return
+    print(last_report.leaderboard, flush=True)
+    made = [SUMMARY_CSV, SUMMARY_PARQUET] + ([HEATMAP_PNG] if last_report.heatmap else [])
+    print(f"  report  {sweep_dir}/{{{','.join(made)}}}", flush=True)
+
+
+def finish_pending() -> None:
+    """Report the sweep that started in this process but did not reach its end, if any."""
+    if _pending is not None:
+        _report(*_pending)
+
+
 class SweepReport(Callback):
     """Hydra callback (conf/config.yaml: hydra.callbacks.sweep_report): the report when a multirun ends."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global last_report
+        global last_report, _pending
         last_report = None
         # Hydra turns a callback's exceptions into warnings and goes on; a bad sweep section
         # would fail every job, so stop here with the one-line error instead.
@@ -398,23 +424,19 @@ class SweepReport(Callback):
                     "/".join(names), config.sweep.objective, config.sweep.direction, config.sweep.direction,
                 )
 
+        _pending = (Path(str(config.hydra.sweep.dir)), self._arguments(config))
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        global last_report
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        try:
-            declared = declared_keys(
-                OmegaConf.to_container(config.hydra.overrides.task, resolve=False),
-                OmegaConf.select(config, "hydra.sweeper.params", default=None),
-            )
-            last_report = write_report(
-                sweep_dir, config.sweep.objective, config.sweep.direction, config.sweep.top, declared
-            )
-        except Exception as exc:  # Hydra would only warn; say what failed, in one line
-            log.error("sweep report for %s failed: %s: %s", sweep_dir, type(exc).__name__, exc)
-            return
-        print(last_report.leaderboard, flush=True)
-        made = [SUMMARY_CSV, SUMMARY_PARQUET] + ([HEATMAP_PNG] if last_report.heatmap else [])
-        print(f"  report  {sweep_dir}/{{{','.join(made)}}}", flush=True)
+        _report(Path(str(config.hydra.sweep.dir)), self._arguments(config))
+
+    @staticmethod
+    def _arguments(config: DictConfig) -> Dict[str, Any]:
+        declared = declared_keys(
+            OmegaConf.to_container(config.hydra.overrides.task, resolve=False),
+            OmegaConf.select(config, "hydra.sweeper.params", default=None),
+        )
+        s = config.sweep
+        return {"objective": s.objective, "direction": s.direction, "top": s.top, "declared": declared}
 
 
 # ---------------------------------------------------------------- python -m mmrun.sweep
