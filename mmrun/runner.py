@@ -149,7 +149,8 @@ def _run_backtests(cfg: Any, specs: List[PairSpec]) -> List[PairOutcome]:
 
 
 def pair_summary(cfg: Any, spec: PairSpec, out: PairOutcome) -> Dict[str, Any]:
-    stats = compute_stats(out.equity, out.fills)
+    # every pair starts all in quote: its capital is the value before the first cycle
+    stats = compute_stats(out.equity, out.fills, initial_value=spec.capital)
     ts = out.equity["ts_ms"]
     return {
         "pair": spec.pair,
@@ -209,7 +210,7 @@ def aggregate(cfg: Any, summaries: List[Dict[str, Any]], outcomes: List[PairOutc
         "status": statuses.pop() if len(statuses) == 1 else "mixed",
         "initial_value": initial,
         "final_value": final,
-        "total_return_pct": (final / initial - 1.0) * 100.0,
+        "total_return_pct": (final - initial) / initial * 100.0,
         "pnl": final - initial,
         **{k: sum(s[k] for s in summaries) for k in ("trades", "buys", "sells", "volume_quote", "fees", "ticks", "errors")},
         "max_drawdown_pct": max_drawdown_pct(equity),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import polars as pl
@@ -37,21 +37,25 @@ def sharpe(equity: np.ndarray, ts_ms: np.ndarray) -> float:
     return float(np.mean(r) / sd * math.sqrt(MS_PER_YEAR / step_ms))
 
 
-def compute_stats(equity: pl.DataFrame, fills: pl.DataFrame) -> Dict[str, float]:
+def compute_stats(equity: pl.DataFrame, fills: pl.DataFrame, initial_value: Optional[float] = None) -> Dict[str, float]:
     """The summary's metrics from the equity frame (record.EQUITY_SCHEMA) and the fills.
 
     fills has columns side ('buy' | 'sell'), price, amount (base), fee (quote).
+    initial_value: the value before the first cycle (quote currency); the equity frame's first
+    row comes after it, which under `instant` has already traded. None = that first row.
     Values are in the quote currency unless named *_pct (percent) or counted.
     """
     eq = equity["equity"].to_numpy()
-    initial = float(eq[0]) if eq.size else 0.0
+    initial = float(initial_value) if initial_value is not None else (float(eq[0]) if eq.size else 0.0)
     final = float(eq[-1]) if eq.size else 0.0
     buys = int((fills["side"] == "buy").sum()) if fills.height else 0
     notional = (fills["price"] * fills["amount"]).sum() if fills.height else 0.0
     return {
         "initial_value": initial,
         "final_value": final,
-        "total_return_pct": (final / initial - 1.0) * 100.0 if initial > 0 else 0.0,
+        # (final - initial) first: exact for any final within 2x of initial, and the original
+        # backtest's formula, which `fills=instant fees.maker=0` reproduces to the last bit
+        "total_return_pct": (final - initial) / initial * 100.0 if initial > 0 else 0.0,
         "pnl": final - initial,
         "trades": int(fills.height),
         "buys": buys,
