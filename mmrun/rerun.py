@@ -1,0 +1,132 @@
+"""`python -m mmrun.rerun RUN_FOLDER [--out DIR]`: run a folder's exact config again, into a new folder.
+
+A run folder records its command-line overrides (`.hydra/overrides.yaml`) and the config they
+composed to (`.hydra/config.yaml`). The re-run composes the same overrides, refuses if the
+result is not that recorded config (the conf/ files changed since: check out the mmrun
+version in its summary), runs it into a new folder, and compares the new events.csv and
+summary.json with the old ones byte for byte. Exit codes: 0 identical, 1 different (or the
+run failed), 2 a folder that cannot be re-run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import re
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+
+from mmrun.errors import ConfigError
+
+COMPARED = ("events.csv", "summary.json")
+
+
+def _leaves(node: Any, prefix: str = "") -> Dict[str, Any]:
+    """{'a.b': value} for every leaf of a nested dict (lists count as leaves)."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: Dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(_leaves(value, f"{prefix}{key}." if isinstance(value, dict) and value else f"{prefix}{key}"))
+    return out
+
+
+def recorded_overrides(folder: Path) -> List[str]:
+    """The task overrides the run in folder was started with; ConfigError if it has no record."""
+    path = folder / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{folder}: not a run folder (no .hydra/overrides.yaml)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = yaml.safe_load(f) or []
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: unreadable ({str(exc).splitlines()[0]})") from None
+    if not isinstance(lines, list):
+        raise ConfigError(f"{path}: expected a list of overrides")
+    return [str(x) for x in lines]
+
+
+def config_drift(folder: Path, overrides: Sequence[str]) -> List[str]:
+    """Keys whose value the overrides compose to now differs from the recorded config ('key: old -> new').
+
+    Keys added to the config since the run (new options at their defaults) are not drift.
+    """
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from mmrun.__main__ import CONF_DIR
+
+    with open(folder / ".hydra" / "config.yaml", encoding="utf-8") as f:
+        recorded = _leaves(yaml.safe_load(f) or {})
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="rerun"):
+        now = _leaves(OmegaConf.to_container(compose(config_name="config", overrides=list(overrides)), resolve=False))
+    missing = object()
+    return [
+        f"{key}: {old!r} -> {'(removed)' if now.get(key, missing) is missing else repr(now[key])}"
+        for key, old in recorded.items()
+        if now.get(key, missing) != old
+    ]
+
+
+def _quote(path: Path) -> str:
+    """A path as a Hydra override value (quoted unless plainly safe)."""
+    text = str(path)
+    if re.fullmatch(r"[\w./-]+", text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mmrun.rerun", description=__doc__.splitlines()[0])
+    p.add_argument("folder", type=Path, help="a run folder (a single run's, or one job of a sweep)")
+    p.add_argument("--out", type=Path, default=None, help="the new folder (default outputs/reruns/<time>)")
+    args = p.parse_args(argv)
+    folder: Path = args.folder
+    out: Path = args.out or Path("outputs/reruns") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    try:
+        overrides = recorded_overrides(folder)
+        if not (folder / ".hydra" / "config.yaml").is_file():
+            raise ConfigError(f"{folder}: no .hydra/config.yaml to check the re-run against")
+        if out.resolve() == folder.resolve() or (out.exists() and any(out.iterdir())):
+            raise ConfigError(f"--out {out}: must be a new or empty folder, not the run being re-run")
+        drift = config_drift(folder, overrides)
+        if drift:
+            raise ConfigError(
+                f"{folder}: the same overrides now give another config ({'; '.join(drift[:3])}"
+                f"{'; ...' if len(drift) > 3 else ''}): conf/ changed since this run; check out the mmrun "
+                "version in its summary.json to re-run it"
+            )
+    except ConfigError as exc:
+        print(f"mmrun: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"mmrun: re-running {folder} ({' '.join(overrides) or 'no overrides'}) into {out}", flush=True)
+    from mmrun.__main__ import main as mmrun_main
+
+    saved_argv = sys.argv
+    sys.argv = ["mmrun", *overrides, f"hydra.run.dir={_quote(out)}"]
+    try:
+        mmrun_main()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            return int(exc.code) if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = saved_argv
+    different = [name for name in COMPARED if not _same(folder / name, out / name)]
+    for name in COMPARED:
+        print(f"  {name:<13} {'different' if name in different else 'identical'}", flush=True)
+    if different:
+        print(f"mmrun: the re-run differs from {folder} in {', '.join(different)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _same(a: Path, b: Path) -> bool:
+    return a.is_file() and b.is_file() and filecmp.cmp(a, b, shallow=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
