@@ -7,12 +7,14 @@ import hashlib
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 import polars as pl
 
 from mmrun import engine
+from mmrun.errors import PermanentError
 from mmrun.record import EQUITY_SCHEMA, MARKET_SCHEMA, EventStream, RowBuffer, frame
 
 log = logging.getLogger("mmrun")
@@ -76,7 +78,13 @@ class MarketMaker:
         max_ticks: Optional[int],
         log_quotes: bool,
         stop: asyncio.Event,
+        market_path: Optional[Path] = None,
+        rules: Any = None,
+        status: Any = None,
     ):
+        """market_path: stream the market rows there (chunked Parquet) instead of keeping them;
+        rules: the exchange's lot / min amount / min notional (ccxt_feed.MarketRules), None = none;
+        status: a status.StatusBoard told about every cycle."""
         self.pair = pair
         self.params = params
         self.state = state
@@ -93,7 +101,10 @@ class MarketMaker:
         self.ticks = 0
         self._fills = RowBuffer(("ts_ms", "side", "price", "amount", "fee", "base", "quote"))
         self._equity = RowBuffer(EQUITY_SCHEMA)
-        self._market = RowBuffer(MARKET_SCHEMA)
+        self._market = RowBuffer(MARKET_SCHEMA) if market_path is None else MarketRecorder(market_path)
+        self.rules = rules
+        self.status = status
+        self._skip_reason = ""
         self._hash = hashlib.sha256()
         self._mid = math.nan
         self._ts = 0
@@ -142,6 +153,8 @@ class MarketMaker:
                 base=f[engine.F_BASE], quote=f[engine.F_QUOTE], mid=self._mid, fee=fee,
             )
             self._fills.append((ts, side, price, amount, fee, f[engine.F_BASE], f[engine.F_QUOTE]))
+        if self.rules is not None and not instant:
+            self._apply_rules()
         if self.log_quotes:
             for slot in range(engine.QUOTE_SLOTS):
                 left = resting[slot, engine.Q_AMOUNT] - filled[slot]
@@ -149,7 +162,8 @@ class MarketMaker:
                     self._event(ts, "CANCEL", resting[slot, engine.Q_SIDE], resting[slot, engine.Q_PRICE], left)
             for slot in range(engine.QUOTE_SLOTS):
                 if self.quotes[slot, engine.Q_AMOUNT] > 0.0:
-                    self._event(ts, "QUOTE", self.quotes[slot, engine.Q_SIDE], self.quotes[slot, engine.Q_PRICE], self.quotes[slot, engine.Q_AMOUNT])
+                    self._event(ts, "QUOTE", self.quotes[slot, engine.Q_SIDE], self.quotes[slot, engine.Q_PRICE], self.quotes[slot, engine.Q_AMOUNT],
+                                note=getattr(self.feed, "source", ""))
         bid_q = ask_q = math.nan
         if instant:
             for j in range(n):
@@ -168,6 +182,37 @@ class MarketMaker:
         self._market.append(market_row)
         self._hash.update(market_row.tobytes())
         self.ticks += 1
+        if self.status is not None:
+            self.status.update(self.pair, mid=self._mid, bid=bid_q, ask=ask_q, base=base, equity=quote + base * self._mid,
+                               initial=float(self.params[engine.P_CAPITAL]), fills=len(self._fills), errors=self.errors,
+                               data_ts_ms=ts, source=getattr(self.feed, "source", ""))
+
+    def _apply_rules(self) -> None:
+        """Make the new quotes acceptable to the exchange: amounts down to its lot; a quote below
+        its minimum amount or notional is not placed (and the log says why, once per reason)."""
+        lot, min_amount, min_notional = self.rules.lot, self.rules.min_amount, self.rules.min_notional
+        reasons = []
+        for slot in range(self.quotes.shape[0]):
+            amount = float(self.quotes[slot, engine.Q_AMOUNT])
+            if amount <= 0.0:
+                continue
+            price = float(self.quotes[slot, engine.Q_PRICE])
+            if lot > 0.0:
+                # floor to the grid; the 1e-9 absorbs float error on amounts already on it
+                amount = round(math.floor(amount / lot + 1e-9) * lot, 12)
+                self.quotes[slot, engine.Q_AMOUNT] = amount
+            side = SIDE_NAME.get(float(self.quotes[slot, engine.Q_SIDE]), "?")
+            if amount < min_amount or amount <= 0.0:
+                reasons.append(f"{side} {amount:g} below the minimum amount {min_amount:g}")
+            elif price * amount < min_notional:
+                reasons.append(f"{side} notional {price * amount:.2f} below the minimum {min_notional:g}")
+            else:
+                continue
+            self.quotes[slot, engine.Q_AMOUNT] = 0.0
+        reason = "; ".join(reasons)
+        if reason and reason != self._skip_reason:
+            log.warning("%s: quote not placed: %s (the exchange would reject it)", self.pair, reason)
+        self._skip_reason = reason
 
     async def run(self) -> PairOutcome:
         status = "completed"
@@ -180,21 +225,52 @@ class MarketMaker:
                 break
             now = self.clock.now_ms()
             try:
-                row = await self.feed.fetch(now)
+                row = await self._fetch(now)
+            except PermanentError as exc:  # e.g. the pair was delisted: retrying will not help
+                self.errors += 1
+                note = f"{type(exc).__name__}: {exc}"
+                log.error("%s: %s; stopping this pair", self.pair, note)
+                self.events.write(now, "ERROR", self.pair, note=note)
+                status = "failed"
+                break
             except Exception as exc:  # the original loop's promise: log, count, wait, go on
                 self.errors += 1
                 note = f"{type(exc).__name__}: {exc}"
                 log.warning("%s: market data failed (%s); retrying in %ss", self.pair, note, self.error_s)
                 self.events.write(now, "ERROR", self.pair, note=note)
                 self.pull_quotes(now, "market data failed")
+                if self.status is not None:
+                    self.status.error(self.pair, self.errors, note)
                 await self.clock.sleep(self.error_s)
                 continue
+            if row is _STOPPED:
+                status = "stopped"
+                break
             if row is None:
                 break
             self.cycle(row)
             await self.clock.sleep(self.quote_s)
         self.pull_quotes(self._ts or self.clock.now_ms(), status)
         return self.outcome(status)
+
+    async def _fetch(self, now: int):
+        """The feed's row; a live feed's fetch (retries, timeouts) is abandoned on a stop request."""
+        if not getattr(self.feed, "live", False):
+            return await self.feed.fetch(now)
+        fetch = asyncio.ensure_future(self.feed.fetch(now))
+        stopped = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait({fetch, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if fetch.done():
+            return fetch.result()
+        fetch.cancel()
+        try:
+            await fetch
+        except BaseException:  # the cancelled fetch's own ending does not matter any more
+            pass
+        return _STOPPED
 
     def outcome(self, status: str) -> PairOutcome:
         eq = self._equity.array()
@@ -204,10 +280,70 @@ class MarketMaker:
             status=status,
             equity=frame({c: eq[:, i] for i, c in enumerate(EQUITY_SCHEMA)}, EQUITY_SCHEMA),
             fills=fills_frame(fills[:, 0], fills[:, 1], fills[:, 2], fills[:, 3], fills[:, 4], fills[:, 5], fills[:, 6]),
-            market=frame({c: self._market.array()[:, i] for i, c in enumerate(MARKET_SCHEMA)}, MARKET_SCHEMA),
+            market=self._market_frame(),
             errors=self.errors,
             fingerprint=self._hash.hexdigest(),
         )
+
+
+    def close_recording(self) -> None:
+        """Finish market.parquet if the rows are streamed (idempotent)."""
+        if isinstance(self._market, MarketRecorder):
+            self._market.close()
+
+    def _market_frame(self) -> Optional[pl.DataFrame]:
+        """The market rows as a frame, or None when they were streamed to market.parquet."""
+        if isinstance(self._market, MarketRecorder):
+            self._market.close()
+            return None
+        return frame({c: self._market.array()[:, i] for i, c in enumerate(MARKET_SCHEMA)}, MARKET_SCHEMA)
+
+
+_STOPPED = object()  # what _fetch returns when a stop request won the race
+
+
+class MarketRecorder:
+    """market.parquet written while the run goes: a row group every `chunk` rows, so memory stays
+    bounded however long the run. The file is complete (readable) once close() has run."""
+
+    def __init__(self, path: Path, chunk: int = 4096):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.path = Path(path)
+        self.chunk = chunk
+        self._pa = pa
+        self._schema = pa.schema([(c, pa.int64() if c == "ts_ms" else pa.float64()) for c in MARKET_SCHEMA])
+        self._writer = pq.ParquetWriter(self.path, self._schema, write_statistics=False)
+        self._rows = np.empty((chunk, len(MARKET_SCHEMA)))
+        self._n = 0
+        self.count = 0
+
+    def append(self, row: np.ndarray) -> None:
+        self._rows[self._n] = row
+        self._n += 1
+        self.count += 1
+        if self._n == self.chunk:
+            self._flush()
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _flush(self) -> None:
+        if self._n == 0:
+            return
+        pa, rows = self._pa, self._rows[: self._n]
+        cols = [pa.array(rows[:, 0].astype(np.int64))]
+        # NaN -> null, as record.frame writes them (a cycle without trades has no low/high)
+        cols += [pa.array(rows[:, i], from_pandas=True) for i in range(1, rows.shape[1])]
+        self._writer.write_table(pa.Table.from_arrays(cols, schema=self._schema))
+        self._n = 0
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._flush()
+            self._writer.close()
+            self._writer = None
 
 
 def fills_frame(ts_ms, side, price, amount, fee, base, quote) -> pl.DataFrame:

@@ -18,7 +18,7 @@ import polars as pl
 from mmrun import __version__, engine
 from mmrun.config import PairSpec, validate
 from mmrun.errors import ConfigError
-from mmrun.maker import MarketMaker, PairOutcome
+from mmrun.maker import MarketMaker, PairOutcome, WallClock
 from mmrun.record import EventStream, read_events, safe_name, write_csv, write_json, write_parquet
 from mmrun.stats import compute_stats
 
@@ -52,16 +52,29 @@ async def _run_paper(cfg: Any, specs: List[PairSpec], dirs: Dict[str, Path]) -> 
 
     stop = asyncio.Event()
     _install_stop_handlers(stop)
-    makers = []
+    live = cfg.exchange.id != "sim"
+    board = None
+    if live:
+        from mmrun.status import StatusBoard
+
+        board = StatusBoard([s.pair for s in specs])
+    feeds, makers = [], []
     try:
         for spec in specs:
-            if cfg.exchange.id != "sim":
-                raise ConfigError(
-                    f"exchange.id={cfg.exchange.id}: paper trading on real exchanges is not available in this "
-                    "version; use exchange=sim"
-                )
-            market = _sim_market(cfg, spec.pair)
-            feed, clock = SimFeed(market, cfg.run.max_ticks), SimClock(market.start_ms)
+            rules = None
+            if live:
+                from mmrun.market.ccxt_feed import open_feed
+
+                # markets are loaded once here: an unknown pair or an unreachable exchange ends
+                # the run before anything is written
+                feed = await open_feed(cfg.exchange, spec.pair)
+                feeds.append(feed)
+                clock, rules = WallClock(stop), feed.rules
+                _write_market_info(dirs[spec.pair] / "market.json", cfg, spec.pair, feed)
+            else:
+                market = _sim_market(cfg, spec.pair)
+                feed, clock = SimFeed(market, cfg.run.max_ticks), SimClock(market.start_ms)
+                feeds.append(feed)
             events = EventStream(dirs[spec.pair] / "events.csv")
             makers.append(
                 MarketMaker(
@@ -76,13 +89,31 @@ async def _run_paper(cfg: Any, specs: List[PairSpec], dirs: Dict[str, Path]) -> 
                     max_ticks=cfg.run.max_ticks,
                     log_quotes=cfg.run.log_quotes is not False,
                     stop=stop,
+                    market_path=dirs[spec.pair] / "market.parquet",
+                    rules=rules,
+                    status=board,
                 )
             )
         return list(await asyncio.gather(*(m.run() for m in makers)))
     finally:
         for m in makers:
             m.events.close()
-            await m.feed.close()
+            m.close_recording()  # market.parquet complete even when the run failed
+        for feed in feeds:
+            await feed.close()
+        if board is not None:
+            board.close()
+
+
+def _write_market_info(path: Path, cfg: Any, pair: str, feed: Any) -> None:
+    """market.json next to market.parquet: the exchange's rules for the pair, so a replay
+    (mode=backtest data.path=.../market.parquet) quotes on the same price grid."""
+    r = feed.rules
+    write_json(
+        {"exchange": cfg.exchange.id, "pair": pair, "source": feed.name, "tick": r.tick, "lot": r.lot,
+         "min_amount": r.min_amount, "min_notional": r.min_notional},
+        path,
+    )
 
 
 def _install_stop_handlers(stop: asyncio.Event) -> None:
@@ -131,6 +162,11 @@ def _file_tick(cfg: Any, pair: str, path: str) -> float:
 
     if cfg.exchange.id == "sim" and recorded_market(path):
         return _sim_market(cfg, pair).tick
+    info = Path(path).with_name("market.json")
+    if recorded_market(path) and info.is_file():  # a real exchange's paper run: its price grid
+        import json
+
+        return float(json.loads(info.read_text()).get("tick") or 0.0)
     return 0.0
 
 

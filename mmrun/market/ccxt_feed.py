@@ -478,6 +478,7 @@ class CcxtFeed:
         self.max_age_s = float(max_age_s)
         self.wall_ms = wall_ms
         self.name = clients[0].name
+        self.live = True  # real time: the paper loop abandons a fetch in flight on a stop request
         self.source = ""
         self._last_ts = -1
         self.rules: Optional[MarketRules] = None
