@@ -286,8 +286,7 @@ def heatmap(table: pl.DataFrame, swept: Sequence[str], objective: str, direction
         better = np.fmax if direction == "maximize" else np.fmin  # a repeated point keeps its best value
         for xi, yi, zi in zip(np.searchsorted(xs, x), np.searchsorted(ys, y), z):
             grid[yi, xi] = zi if np.isnan(grid[yi, xi]) else better(grid[yi, xi], zi)
-        cmap = plt.get_cmap("viridis").copy()
-        cmap.set_bad("lightgrey")  # failed jobs and combinations not run
+        cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")  # failed jobs, combinations not run
         im = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap=cmap)
         ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
         ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys])

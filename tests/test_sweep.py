@@ -1,0 +1,321 @@
+"""Sweeps: the report (mmrun/sweep.py) from hand-made job folders, then real sweeps through the
+command line with the joblib, Ray and submitit launchers and the Optuna sweeper, and re-runs
+of run folders (mmrun/rerun.py) that must give byte-identical events and summary."""
+
+from __future__ import annotations
+
+import filecmp
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from clirun import ROOT, run_mmrun
+from mmrun import sweep
+
+TINY = ("mode=backtest", "run.max_ticks=60")  # 60 bars of the simulated market: a fraction of a second
+
+
+def read_report(sweep_dir: Path) -> pl.DataFrame:
+    return pl.read_csv(sweep_dir / "sweep_summary.csv", schema_overrides={"folder": pl.String})
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+# ---------------------------------------------------------------- the report from hand-made folders
+
+
+def make_job(root: Path, num: int, overrides: list, summary: dict | None, wall: float | None = None) -> Path:
+    """A job folder as Hydra and mmrun leave it: .hydra/{hydra,overrides}.yaml, summary.json, run_info.json."""
+    folder = root / str(num)
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"mode": "MULTIRUN", "job": {"num": num}}}))
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if summary is not None:
+        (folder / "summary.json").write_text(json.dumps(summary))
+    if wall is not None:
+        (folder / "run_info.json").write_text(json.dumps({"wall_clock_seconds": wall}))
+    return folder
+
+
+def done(ret: float, dd: float, trades: int) -> dict:
+    return {"pair": "BTC/USDT", "status": "completed", "total_return_pct": ret, "max_drawdown_pct": dd, "trades": trades}
+
+
+@pytest.fixture
+def grid(tmp_path: Path) -> Path:
+    """A 2 x 2 sweep over spread and order size: three jobs done, one failed, plus one that never wrote a summary."""
+    make_job(tmp_path, 0, ["mode=backtest", "spread=0.001", "sizing.order_size_pct=0.01"], done(-0.5, 0.9, 30), 1.5)
+    make_job(tmp_path, 1, ["mode=backtest", "spread=0.001", "sizing.order_size_pct=0.02"], done(0.25, 0.4, 20), 1.25)
+    make_job(tmp_path, 2, ["mode=backtest", "spread=0", "sizing.order_size_pct=0.01"],
+             {"pair": "BTC/USDT", "status": "failed", "error": "spread=0.0 is out of range: allowed 0 < spread < 1"}, 0.5)
+    make_job(tmp_path, 3, ["mode=backtest", "spread=0", "sizing.order_size_pct=0.02"], None)
+    make_job(tmp_path, 4, ["mode=backtest", "spread=0.002", "sizing.order_size_pct=0.01"], done(0.75, 0.1, 10), 1.0)
+    return tmp_path
+
+
+def test_overrides_are_parsed_to_typed_values():
+    got = sweep.parse_overrides(["spread=0.001", "fills=instant", "run.max_ticks=null", "+exchange.sim.prices.ABC=12", "~data.path"])
+    assert got == {"spread": 0.001, "fills": "instant", "run.max_ticks": None, "exchange.sim.prices.ABC": 12}
+    assert sweep.sweep_keys(["mode=backtest", "spread=0.001,0.002", "sizing.order_size_pct=interval(0.01,0.02)"]) == [
+        "spread", "sizing.order_size_pct"]
+
+
+def test_report_ranks_jobs_and_lists_failed_ones_last(grid: Path):
+    report = sweep.write_report(grid, declared=["spread", "sizing.order_size_pct"])
+    df = read_report(grid)
+    assert df.columns[:5] == ["rank", "job", "spread", "sizing.order_size_pct", "status"]
+    assert df["job"].to_list() == [4, 1, 0, 2, 3]
+    assert df["rank"].to_list() == [1, 2, 3, None, None]
+    assert df["total_return_pct"].to_list() == [0.75, 0.25, -0.5, None, None]
+    assert df["spread"].to_list() == [0.002, 0.001, 0.001, 0.0, 0.0]
+    assert df["status"].to_list() == ["completed", "completed", "completed", "failed", "failed"]
+    assert df["error"].to_list() == [None, None, None, "spread=0.0 is out of range: allowed 0 < spread < 1",
+                                     "no summary.json: the job did not finish"]
+    assert df["wall_clock_seconds"].to_list() == [1.0, 1.25, 1.5, 0.5, None]
+    assert df["folder"].to_list() == ["4", "1", "0", "2", "3"]
+    assert "mode" not in df.columns  # the same in every job: not a swept parameter
+    assert pl.read_parquet(grid / "sweep_summary.parquet").equals(report.table)
+    assert report.failed == 2 and report.swept == ["spread", "sizing.order_size_pct"]
+    assert report.heatmap == grid / "heatmap.png"
+    assert (grid / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_leaderboard_shows_the_top_rows_and_every_failure(grid: Path):
+    board = sweep.write_report(grid, top=2, declared=["spread", "sizing.order_size_pct"]).leaderboard.splitlines()
+    assert board[0] == f"sweep {grid}: 5 jobs, top 2 by total_return_pct (maximize)"
+    assert board[1].split() == ["rank", "job", "spread", "sizing.order_size_pct", "total_return_pct",
+                                "trades", "max_drawdown_pct", "status"]
+    assert board[2].split() == ["1", "4", "0.002", "0.01", "0.75", "10", "0.1", "completed"]
+    assert board[3].split() == ["2", "1", "0.001", "0.02", "0.25", "20", "0.4", "completed"]
+    assert board[4] == "  job 2 failed: spread=0 sizing.order_size_pct=0.01: spread=0.0 is out of range: allowed 0 < spread < 1"
+    assert board[5] == "  job 3 failed: spread=0 sizing.order_size_pct=0.02: no summary.json: the job did not finish"
+    assert len(board) == 6
+
+
+def test_objective_and_direction_choose_the_order(grid: Path):
+    report = sweep.write_report(grid, objective="max_drawdown_pct", direction="minimize", declared=[])
+    assert report.table["job"].to_list() == [4, 1, 0, 2, 3]  # drawdowns 0.1, 0.4, 0.9
+    report = sweep.write_report(grid, objective="trades", direction="maximize", declared=[])
+    assert report.table["job"].to_list() == [0, 1, 4, 2, 3]  # trades 30, 20, 10
+
+
+def test_swept_parameters_without_a_declaration_are_those_that_differ(grid: Path):
+    # No multirun.yaml here and nothing declared: the keys whose values differ across jobs.
+    assert sweep.write_report(grid).swept == ["spread", "sizing.order_size_pct"]
+
+
+def test_heatmap_only_for_exactly_two_numeric_parameters(tmp_path: Path):
+    make_job(tmp_path, 0, ["spread=0.001", "fills=touch"], done(0.1, 0.1, 1))
+    make_job(tmp_path, 1, ["spread=0.002", "fills=instant"], done(0.2, 0.1, 1))
+    report = sweep.write_report(tmp_path, declared=["spread", "fills"])
+    assert report.heatmap is None and not (tmp_path / "heatmap.png").exists()
+    one = tmp_path / "one"
+    make_job(one, 0, ["spread=0.001"], done(0.1, 0.1, 1))
+    make_job(one, 1, ["spread=0.002"], done(0.2, 0.1, 1))
+    assert sweep.write_report(one).heatmap is None
+
+
+def test_report_command_rebuilds_a_sweep_folder(grid: Path):
+    r = subprocess.run([sys.executable, "-m", "mmrun.sweep", str(grid), "--top", "1"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == f"sweep {grid}: 5 jobs, top 1 by total_return_pct (maximize)"
+    assert read_report(grid)["job"].to_list() == [4, 1, 0, 2, 3]
+    r = subprocess.run([sys.executable, "-m", "mmrun.sweep", str(grid), "--objective", "return"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.startswith("mmrun: error: sweep.objective='return' is not a summary metric: choose one of total_return_pct")
+    assert len(r.stderr.splitlines()) == 1
+
+
+# ---------------------------------------------------------------- sweeps through the command line
+
+
+def _sweep(sweep_dir: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return run_mmrun("--multirun", *TINY, *args, f"hydra.sweep.dir={sweep_dir}", timeout=timeout)
+
+
+def _check_rows_match_summaries(sweep_dir: Path, n: int) -> pl.DataFrame:
+    """The report has n rows and each agrees with its job's own summary.json."""
+    df = read_report(sweep_dir)
+    assert df.height == n and sorted(df["job"].to_list()) == list(range(n))
+    for row in df.iter_rows(named=True):
+        summary = json.loads((sweep_dir / row["folder"] / "summary.json").read_text())
+        assert row["status"] == summary["status"]
+        if summary["status"] != "failed":
+            assert row["total_return_pct"] == summary["total_return_pct"]
+            assert row["trades"] == summary["trades"]
+            assert row["data_fingerprint"] == summary["data_fingerprint"]
+    ranked = df.filter(pl.col("rank").is_not_null())["total_return_pct"].to_list()
+    assert ranked == sorted(ranked, reverse=True)
+    return df
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(tmp_path_factory) -> tuple:
+    """`--multirun spread=0.001,0.002 sizing.order_size_pct=0.01,0.02` on the default (joblib) launcher."""
+    d = tmp_path_factory.mktemp("grid") / "sweep"
+    r = _sweep(d, "spread=0.001,0.002", "sizing.order_size_pct=0.01,0.02")
+    return d, r
+
+
+def test_grid_sweep_runs_in_parallel_and_writes_the_report(grid_sweep):
+    d, r = grid_sweep
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Joblib.Parallel(n_jobs=-1" in r.stdout + r.stderr  # parallel, one worker per core
+    df = _check_rows_match_summaries(d, 4)
+    assert df.columns[:5] == ["rank", "job", "spread", "sizing.order_size_pct", "status"]
+    assert set(zip(df["spread"], df["sizing.order_size_pct"])) == {(0.001, 0.01), (0.001, 0.02), (0.002, 0.01), (0.002, 0.02)}
+    assert (d / "sweep_summary.parquet").is_file() and (d / "heatmap.png").is_file()
+    assert f"sweep {d}: 4 jobs, top 4 by total_return_pct (maximize)" in r.stdout
+    for job in range(4):
+        folder = d / str(job)
+        for name in ("events.csv", "summary.json", "run_info.json", ".hydra/overrides.yaml", ".hydra/config.yaml"):
+            assert (folder / name).is_file(), f"{folder}/{name}"
+        # each job's log stays in its own folder
+        log = (folder / "mmrun.log").read_text()
+        assert f"output {folder}" in log
+        assert all(f"output {d / str(other)}\n" not in log for other in range(4) if other != job)
+        info = json.loads((folder / "run_info.json").read_text())
+        assert {"mmrun", "hydra-core", "numba", "polars"} <= set(info["versions"])
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["seed"] == 42 and len(summary["data_fingerprint"]) == 64
+
+
+def test_a_failed_job_is_a_failed_row_and_the_others_are_kept(tmp_path: Path):
+    d = tmp_path / "sweep"
+    r = _sweep(d, "spread=0.002,0")
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1] == f"mmrun: 1 of 2 sweep jobs failed: see the error column of {d}/sweep_summary.csv"
+    df = _check_rows_match_summaries(d, 2)
+    ok, failed = df.row(0, named=True), df.row(1, named=True)
+    assert (ok["job"], ok["status"], ok["rank"]) == (0, "completed", 1)
+    assert (failed["job"], failed["status"], failed["rank"]) == (1, "failed", None)
+    assert failed["error"] == "spread=0.0 is out of range: allowed 0 < spread < 1"
+    assert failed["wall_clock_seconds"] is not None  # run_info.json is written for failed jobs too
+    assert "job 1 failed: spread=0: spread=0.0 is out of range" in r.stdout
+
+
+def test_a_bad_sweep_section_stops_before_any_job(tmp_path: Path):
+    d = tmp_path / "sweep"
+    r = _sweep(d, "spread=0.001,0.002", "sweep.objective=sharp")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("mmrun: error: sweep.objective='sharp' is not a summary metric")
+    assert "did you mean 'sharpe'?" in r.stderr
+    assert not (d / "0").exists()
+
+
+# ---------------------------------------------------------------- re-runs
+
+
+def test_rerun_of_a_sweep_job_is_byte_identical(grid_sweep, tmp_path: Path):
+    d, _ = grid_sweep
+    out = tmp_path / "again"
+    r = subprocess.run([sys.executable, "-m", "mmrun.rerun", str(d / "3"), "--out", str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "events.csv    identical" in r.stdout and "summary.json  identical" in r.stdout
+    for name in ("events.csv", "summary.json"):
+        assert filecmp.cmp(d / "3" / name, out / name, shallow=False)
+    assert (out / ".hydra" / "config.yaml").read_text() == (d / "3" / ".hydra" / "config.yaml").read_text()
+
+
+def test_rerun_of_a_paper_run_is_byte_identical(tmp_path: Path):
+    first, again = tmp_path / "first", tmp_path / "again"
+    assert run_mmrun("run.max_ticks=30", "spread=0.003", run_dir=first).returncode == 0
+    r = subprocess.run([sys.executable, "-m", "mmrun.rerun", str(first), "--out", str(again)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name in ("events.csv", "summary.json"):
+        assert (first / name).read_bytes() == (again / name).read_bytes()
+
+
+def test_rerun_refuses_when_the_config_no_longer_composes_the_same(grid_sweep, tmp_path: Path):
+    d, _ = grid_sweep
+    folder = tmp_path / "edited"
+    shutil.copytree(d / "0", folder)
+    cfg = folder / ".hydra" / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("capital: 10000.0", "capital: 5000.0"))
+    r = subprocess.run([sys.executable, "-m", "mmrun.rerun", str(folder), "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"mmrun: error: {folder}: the same overrides now give another config (capital: 5000.0 -> 10000.0)")
+    assert not (tmp_path / "x").exists()
+    r = subprocess.run([sys.executable, "-m", "mmrun.rerun", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert (r.returncode, r.stderr.strip()) == (2, f"mmrun: error: {tmp_path}: not a run folder (no .hydra/overrides.yaml)")
+
+
+# ---------------------------------------------------------------- other launchers and Optuna
+
+
+@pytest.mark.skipif(not _has("hydra_plugins.hydra_optuna_sweeper"), reason="the optuna extra is not installed: pip install -e '.[optuna]'")
+def test_optuna_optimises_the_configured_objective_and_fails_bad_trials(tmp_path: Path):
+    d = tmp_path / "sweep"
+    r = _sweep(d, "hydra/sweeper=optuna", "hydra/sweeper/sampler=grid", "hydra.sweeper.direction=maximize",
+               "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=3", "sweep.objective=trades",
+               "spread=choice(0.001,0.004,0)")
+    assert r.returncode == 1, r.stderr[-2000:]  # the spread=0 trial failed
+    df = read_report(d)
+    assert df.height == 3 and df["status"].to_list() == ["completed", "completed", "failed"]
+    assert df["spread"].to_list() == [0.001, 0.004, 0.0]  # ranked by trades: a tighter spread trades more
+    assert df["trades"][0] > df["trades"][1]
+    best = yaml.safe_load((d / "optimization_results.yaml").read_text())
+    # what each job returned to Optuna is the configured objective
+    assert best["best_value"] == df["trades"][0] and best["best_params"] == {"spread": 0.001}
+
+
+@pytest.mark.skipif(not _has("hydra_plugins.hydra_submitit_launcher"), reason="the slurm extra is not installed: pip install -e '.[slurm]'")
+def test_submitit_local_sweep_writes_the_report(tmp_path: Path):
+    d = tmp_path / "sweep"
+    r = _sweep(d, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", "spread=0.001,0.002")
+    assert r.returncode == 0, r.stderr[-2000:]
+    _check_rows_match_summaries(d, 2)
+    assert (d / ".submitit").is_dir()
+
+
+RAY_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # Ray's switch to bind the node to the loopback address
+    "RAY_USAGE_STATS_ENABLED": "0",  # no usage report over the network
+}
+
+
+@pytest.mark.skipif(not _has("hydra_plugins.hydra_ray_launcher"), reason="the ray extra is not installed: pip install -e '.[ray]'")
+def test_ray_sweep_on_a_cluster_started_by_the_test(tmp_path: Path, monkeypatch):
+    for key, value in RAY_ENV.items():
+        monkeypatch.setenv(key, value)
+    import ray
+
+    ctx = ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 1024 * 1024, log_to_driver=False)
+    try:
+        address = ctx.address_info["address"]
+        assert address.startswith("127.0.0.1:")
+        d = tmp_path / "sweep"
+        r = _sweep(d, "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address={address}", "spread=0.001,0.002")
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert f"Connecting to existing Ray cluster at address: {address}" in r.stdout + r.stderr
+        _check_rows_match_summaries(d, 2)
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.skipif(not _has("hydra_plugins.hydra_ray_launcher"), reason="the ray extra is not installed: pip install -e '.[ray]'")
+def test_ray_sweep_on_a_local_ray_started_by_the_sweep(tmp_path: Path, monkeypatch):
+    for key, value in RAY_ENV.items():
+        monkeypatch.setenv(key, value)
+    d = tmp_path / "sweep"
+    r = _sweep(d, "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2",
+               "+hydra.launcher.ray.init.include_dashboard=false", "spread=0.001,0.002")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Started a local Ray instance" in r.stdout + r.stderr
+    _check_rows_match_summaries(d, 2)
