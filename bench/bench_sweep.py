@@ -1,0 +1,158 @@
+"""A 16-job sweep over 1,000,000 one-minute bars: joblib on every core vs one job at a time.
+
+    python bench/bench_sweep.py             # 2 rounds of each (about 2 minutes on 2 cores)
+    python bench/bench_sweep.py --rounds 1
+
+Both sweeps are the same command (`python -m mmrun --multirun mode=backtest data.path=FILE
+spread=8 values sizing.order_size_pct=2 values`), timed from process start to exit, report
+included: once with the default launcher (joblib, hydra.launcher.n_jobs = cores) and once with
+hydra/launcher=basic (the jobs one after another in one process). The numba cache is warmed by
+an uncounted run first. Per-job overhead is what a job costs beyond the engine kernel:
+sweep wall time x workers / jobs - one backtest's kernel time (engine.run_bulk on the same
+bars, best of 5), i.e. process start, Hydra, loading the data (once per worker: the history
+cache), writing the run folder and the report, spread over the jobs.
+
+Writes its part of BENCHMARKS.md (between its own markers, under "## Sweeps"); the rest of
+the file belongs to bench/run_all.py and stays as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import data  # noqa: E402  (bench/ modules, imported after the path is set)
+import kernel  # noqa: E402
+
+BARS = 1_000_000
+SPREADS = ("0.0005", "0.001", "0.0015", "0.002", "0.003", "0.004", "0.005", "0.01")
+SIZES = ("0.01", "0.02")
+JOBS = len(SPREADS) * len(SIZES)
+TARGET_SPEEDUP = 1.7
+BEGIN = "<!-- BEGIN bench/bench_sweep.py: generated, do not edit by hand -->"
+END = "<!-- END bench/bench_sweep.py -->"
+
+
+def sweep_command(data_path: Path, sweep_dir: Path, *launcher: str) -> list:
+    return [
+        sys.executable, "-m", "mmrun", "--multirun", "mode=backtest", f"data.path={data_path}",
+        f"spread={','.join(SPREADS)}", f"sizing.order_size_pct={','.join(SIZES)}",
+        f"hydra.sweep.dir={sweep_dir}", *launcher,
+    ]
+
+
+def timed_sweep(data_path: Path, *launcher: str) -> dict:
+    """Wall seconds of one whole sweep command, and the mean of its jobs' own wall times."""
+    out = Path(tempfile.mkdtemp(prefix="mmrun-bench-sweep-"))
+    try:
+        t = time.perf_counter()
+        res = subprocess.run(sweep_command(data_path, out / "s", *launcher), cwd=ROOT, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        if res.returncode != 0:
+            raise RuntimeError(f"sweep failed ({res.returncode}): {res.stderr.strip()[-2000:]}")
+        jobs = [json.loads((out / "s" / str(i) / "run_info.json").read_text())["wall_clock_seconds"] for i in range(JOBS)]
+        if not (out / "s" / "sweep_summary.csv").is_file():
+            raise RuntimeError("the sweep wrote no sweep_summary.csv")
+        return {"seconds": wall, "job_seconds": statistics.mean(jobs)}
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def run(rounds: int) -> dict:
+    from run_all import ensure_data, machine
+
+    from mmrun.market.history import load_rows
+
+    big, _ = ensure_data()
+    workers = os.cpu_count() or 1
+    r = {"machine": machine(), "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "workers": workers}
+    print("kernel ...", flush=True)
+    r["kernel"] = kernel.kernel_bars_per_s(load_rows(str(big)), "touch", fee=0.001)
+    print("warm-up ...", flush=True)
+    from end_to_end import run_once
+
+    run_once(str(big))  # fills the numba cache, so no sweep below compiles
+    parallel, serial = [], []
+    for i in range(rounds):  # alternate, so a slow spell of the machine hits both alike
+        print(f"round {i + 1}/{rounds}: parallel ...", flush=True)
+        parallel.append(timed_sweep(big, f"hydra.launcher.n_jobs={workers}"))
+        print(f"round {i + 1}/{rounds}: one at a time ...", flush=True)
+        serial.append(timed_sweep(big, "hydra/launcher=basic"))
+    r["parallel"] = min(parallel, key=lambda x: x["seconds"])
+    r["serial"] = min(serial, key=lambda x: x["seconds"])
+    r["rounds"] = rounds
+    return r
+
+
+def section(r: dict) -> str:
+    m = r["machine"]
+    k = r["kernel"]["seconds"]
+    par, ser, w = r["parallel"], r["serial"], r["workers"]
+    speedup = ser["seconds"] / par["seconds"]
+    over_par = par["seconds"] * w / JOBS - k
+    over_ser = ser["seconds"] / JOBS - k
+    ok = "met" if speedup >= TARGET_SPEEDUP else "**missed**"
+    return "\n".join(
+        [
+            BEGIN,
+            "## Sweeps",
+            "",
+            f"`python bench/bench_sweep.py` ({r['started']}; {m['cpu']}, {m['cores']} cores; best of {r['rounds']} "
+            f"round(s)). {JOBS} backtest jobs (spread x 8, sizing.order_size_pct x 2) over the same "
+            f"{BARS:,}-bar Parquet file (bench/data.py), each command timed from process start to exit, "
+            "report included.",
+            "",
+            "| sweep | wall time | per job (wall / jobs) | a job's own time (run_info.json, mean) | per-job overhead beyond the kernel |",
+            "|---|---|---|---|---|",
+            f"| joblib, {w} workers (the default) | {par['seconds']:.2f} s | {par['seconds'] / JOBS:.3f} s "
+            f"| {par['job_seconds']:.3f} s | {over_par:.3f} s per worker-job |",
+            f"| one at a time (hydra/launcher=basic) | {ser['seconds']:.2f} s | {ser['seconds'] / JOBS:.3f} s "
+            f"| {ser['job_seconds']:.3f} s | {over_ser:.3f} s |",
+            "",
+            f"- speedup of the parallel sweep: **{speedup:.2f}x** on {w} cores (target >= {TARGET_SPEEDUP}x: {ok})",
+            f"- one backtest's kernel time (engine.run_bulk, {r['kernel']['bars']:,} bars, best of 5): {k:.3f} s",
+            "- per-job overhead = wall time x workers / jobs - kernel time: process start and Hydra (once per",
+            "  sweep), loading the file (once per worker, the history cache), writing each run folder",
+            "  (events, equity, summary) and the sweep report.",
+            END,
+        ]
+    )
+
+
+def write_section(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
+    """Replace this script's part of BENCHMARKS.md (or append it; create the file if missing)."""
+    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    if BEGIN in old and END in old:
+        head, rest = old.split(BEGIN, 1)
+        new = head + text + rest.split(END, 1)[1]
+    else:
+        new = old.rstrip("\n") + "\n\n" + text + "\n"
+    path.write_text(new, encoding="utf-8")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=2, help="timed rounds of each sweep (the best counts)")
+    p.add_argument("--no-write", action="store_true", help="print the section, leave BENCHMARKS.md alone")
+    args = p.parse_args()
+    text = section(run(args.rounds))
+    print(text)
+    if not args.no_write:
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main()
