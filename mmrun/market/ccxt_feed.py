@@ -401,15 +401,12 @@ class _Source:
         what = f"{c.name} {self.pair}"
         ticker = await c.call(f"{what} ticker", "fetch_ticker", self.pair,
                               check=_ticker_check(f"{what} ticker", wall_ms, max_age_s))
-        bid, ask = ticker.get("bid"), ticker.get("ask")
-        if bid is None and ask is None:
+        if ticker.get("bid") is None and ticker.get("ask") is None:
             # some exchanges' tickers carry no book top: ask the order book
-            book = await c.call(f"{what} order book", "fetch_order_book", self.pair, 5,
-                                check=_dict_check(f"{what} order book"))
-            bids, asks = book.get("bids") or [], book.get("asks") or []
-            bid = bids[0][0] if bids and bids[0] else None
-            ask = asks[0][0] if asks and asks[0] else None
-        bid, ask = check_top(bid, ask, f"{what} book")
+            bid, ask = await c.call(f"{what} order book", "fetch_order_book", self.pair, 5,
+                                    check=_book_check(f"{what} order book"))
+        else:
+            bid, ask = float(ticker["bid"]), float(ticker["ask"])
         since = None if self.cursor_ms is None else self.cursor_ms
         trades = await c.call(f"{what} trades", "fetch_trades", self.pair, since, 1000,
                               check=lambda r: check_trades(r, f"{what} trades"))
@@ -449,9 +446,25 @@ def _ticker_check(what: str, wall_ms: Optional[int] = None, max_age_s: float = m
         t = as_dict(result)
         if all(t.get(k) is None for k in ("bid", "ask", "last")):
             raise BadMarketData(f"{what}: malformed response (no bid, ask or last)")
+        if t.get("bid") is not None or t.get("ask") is not None:
+            check_top(t.get("bid"), t.get("ask"), what)
         if wall_ms is not None:
             check_age(t.get("timestamp"), wall_ms, max_age_s, what)
         return t
+
+    return check
+
+
+def _book_check(what: str) -> Callable[[Any], Tuple[float, float]]:
+    """An order book -> its checked (best bid, best ask)."""
+    as_dict = _dict_check(what)
+
+    def check(result: Any) -> Tuple[float, float]:
+        book = as_dict(result)
+        bids, asks = book.get("bids") or [], book.get("asks") or []
+        bid = bids[0][0] if bids and bids[0] else None
+        ask = asks[0][0] if asks and asks[0] else None
+        return check_top(bid, ask, what)
 
     return check
 
