@@ -5,22 +5,38 @@ backtest calls it in bulk through `run_bulk`, where it is inlined into a compile
 therefore produce the same fills from the same market rows.
 
 Layouts are plain float64 arrays so the kernel stays in numba's nopython mode:
-- params: P_* indices (spread, sizing, fees, fill model, tick), built by `make_params`;
-- state:  S_* indices (balances and running totals), built by `make_state`;
-- quotes: QUOTE_SLOTS rows of (side, price, amount); amount 0 = empty slot;
-- fills:  rows of F_* columns, written by step into an output buffer.
+- params: P_* indices (spread, sizing, fees, fill model, tick, strategy), built by `make_params`;
+- state:  S_* indices (balances, running totals, the volatility estimate), built by `make_state`;
+- quotes: 2 x levels rows of (side, price, amount), row 2k the bid of level k and 2k + 1 its
+  ask; amount 0 = empty slot. `empty_quotes(levels)` makes one;
+- fills:  rows of F_* columns, written by step into an output buffer (`max_fills(levels)` rows:
+  one fill per quote row at most, plus a spare row the kernel writes into).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import njit
 
 from mmrun.sizing import fraction_size
-from mmrun.strategy import symmetric_quotes
+from mmrun.strategy import (
+    STRAT_AVELLANEDA_STOIKOV,
+    STRAT_INVENTORY_SKEW,
+    STRAT_SYMMETRIC,
+    STRATEGY_IDS,
+    avellaneda_stoikov_anchor,
+    base_share,
+    grid_scale,
+    inventory_skew_anchor,
+    ladder,
+    skew_excess,
+    symmetric_anchor,
+)
 
 # params
-P_SPREAD = 0  # total quoted spread, fraction
+P_SPREAD = 0  # total quoted spread, fraction (symmetric, inventory_skew)
 P_ORDER_SIZE_PCT = 1  # fraction of capital per order
 P_MAX_EXPOSURE = 2  # cap on one order, fraction of capital
 P_CAPITAL = 3  # quote currency, the sizing base
@@ -28,12 +44,27 @@ P_FEE_MAKER = 4  # fraction of notional, charged in quote on every fill
 P_FILL_MODEL = 5  # FILL_TOUCH | FILL_INSTANT
 P_PARTICIPATION = 6  # max fraction of interval volume per fill; 0 = no cap
 P_TICK = 7  # price grid; 0 = none
-P_STRATEGY = 8  # STRAT_SYMMETRIC
-N_PARAMS = 9
+P_STRATEGY = 8  # STRAT_* (mmrun.strategy)
+P_GRID = 9  # 10 ** digits for exact tick rounding (strategy.grid_scale); 0 = no grid
+P_LEVELS = 10  # quotes per side, >= 1
+P_LEVEL_SPREAD_STEP = 11  # extra total spread per level, fraction
+P_LEVEL_SIZE_STEP = 12  # extra size per level, fraction of the first level's size
+P_MIN_PROFIT = 13  # min spread after maker fees of a quoted pair, fraction of mid; 0 = off
+P_TARGET_SHARE = 14  # target base share of the portfolio value (inventory_skew, avellaneda_stoikov)
+P_BAND = 15  # inventory_skew: tolerance band around the target, fraction of portfolio value
+P_PRICE_SKEW = 16  # inventory_skew: price lean at full excess, fraction of spread/2
+P_SIZE_SKEW = 17  # inventory_skew: size lean at full excess, fraction of the size
+P_GAMMA = 18  # avellaneda_stoikov: risk aversion
+P_KAPPA = 19  # avellaneda_stoikov: fill-intensity decay per unit relative distance
+P_HORIZON_S = 20  # avellaneda_stoikov: horizon, seconds
+P_ROLLING = 21  # avellaneda_stoikov: 1 = rolling horizon (constant), 0 = finite (counts down, restarts)
+P_MIN_SPREAD = 22  # avellaneda_stoikov: floor on the total spread, fraction
+P_DT_S = 23  # seconds per cycle (volatility per second, horizon countdown)
+P_VOL_ALPHA = 24  # weight of the newest squared return in the volatility EWMA, 2 / (window + 1)
+N_PARAMS = 25
 
 FILL_TOUCH = 0.0
 FILL_INSTANT = 1.0
-STRAT_SYMMETRIC = 0.0
 
 # state
 S_BASE = 0  # base currency held, >= 0
@@ -42,10 +73,14 @@ S_FEES = 2  # fees paid so far, quote currency
 S_VOLUME = 3  # traded notional so far, quote currency
 S_BUYS = 4
 S_SELLS = 5
-N_STATE = 6
+S_CYCLES = 6  # cycles stepped so far
+S_PREV_MID = 7  # mid of the previous cycle (volatility estimate), 0 = none yet
+S_VAR = 8  # EWMA of squared log mid returns per cycle
+S_RETURNS = 9  # returns seen by the estimate
+N_STATE = 10
 
 # quotes
-QUOTE_SLOTS = 2  # slot 0: the bid, slot 1: the ask
+QUOTE_SLOTS = 2  # per level: the bid, then the ask (one level: slot 0 bid, slot 1 ask)
 Q_SIDE = 0  # +1 buy, -1 sell
 Q_PRICE = 1
 Q_AMOUNT = 2
@@ -59,7 +94,8 @@ F_FEE = 4  # quote currency
 F_BASE = 5  # base balance after the fill
 F_QUOTE = 6  # quote balance after the fill
 N_FILL = 7
-MAX_FILLS_PER_STEP = QUOTE_SLOTS
+CHUNK_ROWS = 4096  # run_bulk sizes its fill buffer once per chunk of rows
+MAX_FILLS_PER_STEP = QUOTE_SLOTS + 1  # fill rows step needs with one level (max_fills(levels) in general)
 
 
 def make_params(
@@ -71,7 +107,26 @@ def make_params(
     fill_model: str,
     participation: float | None,
     tick: float,
+    *,
+    strategy: str = "symmetric",
+    levels: int = 1,
+    level_spread_step: float = 0.0,
+    level_size_step: float = 0.0,
+    min_profit_threshold: float = 0.0,
+    target_base_share: float = 0.5,
+    rebalance_threshold: float = 0.1,
+    price_skew: float = 1.0,
+    size_skew: float = 1.0,
+    gamma: float = 0.1,
+    kappa: float = 1000.0,
+    horizon_s: float = 3600.0,
+    rolling_horizon: bool = True,
+    min_spread: float = 0.0,
+    vol_window: float = 60.0,
+    dt_s: float = 5.0,
 ) -> np.ndarray:
+    """The kernel's parameter array. Units as in the P_* comments; the keyword-only ones are the
+    strategy's (conf/strategy/*.yaml); their defaults leave the original symmetric rule."""
     p = np.zeros(N_PARAMS)
     p[P_SPREAD] = spread
     p[P_ORDER_SIZE_PCT] = order_size_pct
@@ -81,7 +136,23 @@ def make_params(
     p[P_FILL_MODEL] = FILL_INSTANT if fill_model == "instant" else FILL_TOUCH
     p[P_PARTICIPATION] = participation or 0.0
     p[P_TICK] = tick
-    p[P_STRATEGY] = STRAT_SYMMETRIC
+    p[P_STRATEGY] = STRATEGY_IDS[strategy]
+    p[P_GRID] = grid_scale(tick)
+    p[P_LEVELS] = levels
+    p[P_LEVEL_SPREAD_STEP] = level_spread_step
+    p[P_LEVEL_SIZE_STEP] = level_size_step
+    p[P_MIN_PROFIT] = min_profit_threshold
+    p[P_TARGET_SHARE] = target_base_share
+    p[P_BAND] = rebalance_threshold
+    p[P_PRICE_SKEW] = price_skew
+    p[P_SIZE_SKEW] = size_skew
+    p[P_GAMMA] = gamma
+    p[P_KAPPA] = kappa
+    p[P_HORIZON_S] = horizon_s
+    p[P_ROLLING] = 1.0 if rolling_horizon else 0.0
+    p[P_MIN_SPREAD] = min_spread
+    p[P_DT_S] = dt_s
+    p[P_VOL_ALPHA] = 2.0 / (vol_window + 1.0)
     return p
 
 
@@ -92,135 +163,308 @@ def make_state(base: float, quote: float) -> np.ndarray:
     return s
 
 
-def empty_quotes() -> np.ndarray:
-    return np.zeros((QUOTE_SLOTS, 3))
+def levels_of(params: np.ndarray) -> int:
+    """Quotes per side configured in params."""
+    return int(params[P_LEVELS])
 
 
-@njit(cache=True)
-def _fill(params, state, quotes, slot, amount, fills, nf):
-    """Apply one fill of quotes[slot] for amount (already known to be covered). Returns nf + 1."""
-    side = quotes[slot, Q_SIDE]
-    price = quotes[slot, Q_PRICE]
+def empty_quotes(levels: int = 1) -> np.ndarray:
+    """Quote rows for `levels` levels, all empty."""
+    return np.zeros((QUOTE_SLOTS * levels, 3))
+
+
+def max_fills(levels: int = 1) -> int:
+    """Rows a step's fill buffer needs: one fill per quote row at most, plus a spare row."""
+    return QUOTE_SLOTS * levels + 1
+
+
+def best_quoted(quotes: np.ndarray) -> tuple[float, float]:
+    """(highest resting bid, lowest resting ask) in quotes; NaN for a side with none."""
+    bid = ask = math.nan
+    for side, price, amount in quotes:
+        if amount > 0.0:
+            if side > 0 and not price <= bid:
+                bid = float(price)
+            elif side < 0 and not price >= ask:
+                ask = float(price)
+    return bid, ask
+
+
+# Speed note: the kernel reads and writes its arrays unconditionally and lets branches only
+# choose between scalars (x if c else y). An array touched inside a branch of an inlined
+# function costs numba a reference-count round trip per cycle, which alone halves the
+# throughput; so a fill row is always written to the next buffer row and counted only when
+# the fill happened (the buffer has a spare row for this).
+
+
+@njit(cache=True, inline="always")
+def _settle(fills, nf, slot, hit, side, price, amount, fee_rate, base, quote, fees, volume, buys, sells):
+    """Apply a fill of quote row `slot` (amount at price) when `hit`, else change nothing.
+
+    Spot accounting: a buy pays notional + fee from quote and adds amount to base; a sell
+    takes amount from base and adds notional - fee to quote (fee = notional x fee_rate).
+    Writes the fill's row at fills[nf] either way; returns the balances and totals after it,
+    and nf + 1 if it happened (else nf).
+    """
     notional = price * amount
-    fee = notional * params[P_FEE_MAKER]
-    if side > 0:
-        state[S_QUOTE] -= notional + fee
-        state[S_BASE] += amount
-        state[S_BUYS] += 1
+    fee = notional * fee_rate
+    is_buy = side > 0.0
+    if is_buy:
+        new_quote = quote - (notional + fee)
+        new_base = base + amount
     else:
-        state[S_BASE] -= amount
-        state[S_QUOTE] += notional - fee
-        state[S_SELLS] += 1
-    state[S_FEES] += fee
-    state[S_VOLUME] += notional
+        new_base = base - amount
+        new_quote = quote + (notional - fee)
+    base = new_base if hit else base
+    quote = new_quote if hit else quote
+    fees = fees + fee if hit else fees
+    volume = volume + notional if hit else volume
+    buys = buys + 1.0 if hit and is_buy else buys
+    sells = sells + 1.0 if hit and not is_buy else sells
     fills[nf, F_SLOT] = slot
     fills[nf, F_SIDE] = side
     fills[nf, F_PRICE] = price
     fills[nf, F_AMOUNT] = amount
     fills[nf, F_FEE] = fee
-    fills[nf, F_BASE] = state[S_BASE]
-    fills[nf, F_QUOTE] = state[S_QUOTE]
-    return nf + 1
+    fills[nf, F_BASE] = base
+    fills[nf, F_QUOTE] = quote
+    return base, quote, fees, volume, buys, sells, nf + 1 if hit else nf
 
 
 @njit(cache=True)
-def _covered(params, state, side, price, amount):
-    """Spot rule: a buy needs quote for notional + fee, a sell needs the base it sells."""
-    if amount <= 0.0:
-        return False
-    if side > 0:
-        return price * amount + price * amount * params[P_FEE_MAKER] <= state[S_QUOTE]
-    return amount <= state[S_BASE]
+def _volatility(prev_mid, var, returns, mid, alpha):
+    """EWMA of squared log mid returns per cycle: (prev_mid, var, returns) after seeing `mid`.
+
+    The first return seeds the average; an unknown mid (<= 0 or NaN) changes nothing.
+    """
+    known = mid > 0.0
+    counted = known and prev_mid > 0.0
+    r = math.log(mid / prev_mid) if counted else 0.0
+    r2 = r * r
+    new_var = r2 if returns == 0.0 else var + alpha * (r2 - var)
+    var = new_var if counted else var
+    returns = returns + 1.0 if counted else returns
+    prev_mid = mid if known else prev_mid
+    return prev_mid, var, returns
 
 
 @njit(cache=True)
-def step(params, state, quotes, bid, ask, last, low, high, volume, fills):
-    """One quote cycle at a market row. Returns the number of fills written to `fills`.
+def _horizon_left(horizon, rolling, cycle, dt_s):
+    """Seconds left in the Avellaneda-Stoikov horizon at this cycle: the whole horizon when
+    rolling; when finite it counts down from horizon and restarts every horizon of market time."""
+    elapsed = cycle * dt_s
+    left = horizon - (elapsed - horizon * math.floor(elapsed / horizon))
+    return horizon if rolling else left
+
+
+def step(params, state, quotes, bid, ask, last, low, high, volume, fills, start=0):
+    """One quote cycle at a market row. Writes fills to fills[start:]; returns how many.
 
     1. Resting quotes (made at the previous row) meet this row's interval: under `touch`, a
        bid at p fills if low < p, an ask at p if high > p, at p, capped by participation x
        volume when configured. Whatever did not fill is cancelled (cancel/replace).
-    2. New quotes from this row's snapshot: size from `last`, prices from the strategy.
-    3. `touch`: a quote rests only if the balance covers it now (funds are then held for it,
-       so its fill is always covered). `instant`: the buy, then the sell, fill at once when
-       the balance covers them; nothing rests.
+    2. New quotes from this row's snapshot: size from `last`, prices and sizes from the
+       strategy, for every level (see strategy.ladder).
+    3. `touch`: a quote rests only if the balance covers it now, after the quotes before it
+       (level by level, the bid then the ask); funds are then held for it, so its fill is
+       always covered. `instant`: in the same order each quote fills at once when the
+       balance covers it; nothing rests.
+    fills needs start + max_fills(levels) rows (one fill per quote row, plus a spare).
     """
-    nf = 0
-    instant = params[P_FILL_MODEL] == FILL_INSTANT
-    cap_frac = params[P_PARTICIPATION]
-    for slot in range(QUOTE_SLOTS):
-        amount = quotes[slot, Q_AMOUNT]
-        if amount > 0.0:
-            side = quotes[slot, Q_SIDE]
-            price = quotes[slot, Q_PRICE]
-            crossed = low < price if side > 0 else high > price
-            if crossed:
-                if cap_frac > 0.0 and cap_frac * volume < amount:
-                    amount = cap_frac * volume
-                if amount > 0.0:
-                    nf = _fill(params, state, quotes, slot, amount, fills, nf)
-        quotes[slot, Q_AMOUNT] = 0.0
+    if fills.shape[0] < start + quotes.shape[0] + 1:
+        raise ValueError("step: the fills buffer needs start + max_fills(levels) rows")
+    return _STEPS[int(params[P_STRATEGY])](params, state, quotes, bid, ask, last, low, high, volume, fills, start)
 
-    size = fraction_size(params[P_CAPITAL], params[P_ORDER_SIZE_PCT], params[P_MAX_EXPOSURE], last)
-    buy_px, sell_px = symmetric_quotes(bid, ask, params[P_SPREAD], params[P_TICK])
-    quotes[0, Q_SIDE] = 1.0
-    quotes[0, Q_PRICE] = buy_px
-    quotes[1, Q_SIDE] = -1.0
-    quotes[1, Q_PRICE] = sell_px
-    for slot in range(QUOTE_SLOTS):
-        side = quotes[slot, Q_SIDE]
-        price = quotes[slot, Q_PRICE]
-        if not (price > 0.0) or not _covered(params, state, side, price, size):
-            quotes[slot, Q_AMOUNT] = 0.0
-            continue
-        quotes[slot, Q_AMOUNT] = size
-        if instant:
-            nf = _fill(params, state, quotes, slot, size, fills, nf)
-            quotes[slot, Q_AMOUNT] = 0.0  # executed: nothing rests under `instant`
-    return nf
+
+# One compiled function per strategy, each inlining the same cycle with the strategy as a
+# constant, so the compiler drops the other strategies' code from the loop (symmetric then
+# runs as lean as the original rule) and only the strategy in use is ever compiled.
 
 
 @njit(cache=True)
+def _step_symmetric(params, state, quotes, bid, ask, last, low, high, volume, fills, start):
+    return _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, STRAT_SYMMETRIC)
+
+
+@njit(cache=True)
+def _step_inventory_skew(params, state, quotes, bid, ask, last, low, high, volume, fills, start):
+    return _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, STRAT_INVENTORY_SKEW)
+
+
+@njit(cache=True)
+def _step_avellaneda_stoikov(params, state, quotes, bid, ask, last, low, high, volume, fills, start):
+    return _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, STRAT_AVELLANEDA_STOIKOV)
+
+
+@njit(cache=True, inline="always")
+def _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, strategy):
+    """The body of `step` (strategy: a STRAT_* int, a constant wherever this is inlined)."""
+    n_slots = quotes.shape[0]
+    fee_rate = params[P_FEE_MAKER]
+    instant = params[P_FILL_MODEL] == FILL_INSTANT
+    cap_frac = params[P_PARTICIPATION]
+    base = state[S_BASE]
+    quote = state[S_QUOTE]
+    fees = state[S_FEES]
+    traded = state[S_VOLUME]
+    buys = state[S_BUYS]
+    sells = state[S_SELLS]
+    nf = start
+    for slot in range(n_slots):
+        side = quotes[slot, Q_SIDE]
+        price = quotes[slot, Q_PRICE]
+        amount = quotes[slot, Q_AMOUNT]
+        crossed = low < price if side > 0.0 else high > price
+        capped = cap_frac > 0.0 and cap_frac * volume < amount
+        amount = cap_frac * volume if capped else amount
+        hit = crossed and amount > 0.0
+        base, quote, fees, traded, buys, sells, nf = _settle(
+            fills, nf, slot, hit, side, price, amount, fee_rate, base, quote, fees, traded, buys, sells
+        )
+        quotes[slot, Q_AMOUNT] = 0.0
+
+    # new quotes: the strategy's anchor, then the ladder of levels
+    size = fraction_size(params[P_CAPITAL], params[P_ORDER_SIZE_PCT], params[P_MAX_EXPOSURE], last)
+    mid = 0.5 * (bid + ask)
+    prev_mid = state[S_PREV_MID]
+    var = state[S_VAR]
+    returns = state[S_RETURNS]
+    cycle = state[S_CYCLES]
+    if strategy == STRAT_INVENTORY_SKEW:
+        excess = skew_excess(base_share(base, quote, mid), params[P_TARGET_SHARE], params[P_BAND])
+        a = inventory_skew_anchor(bid, ask, params[P_SPREAD], excess, params[P_PRICE_SKEW], params[P_SIZE_SKEW])
+    elif strategy == STRAT_AVELLANEDA_STOIKOV:
+        prev_mid, var, returns = _volatility(prev_mid, var, returns, mid, params[P_VOL_ALPHA])
+        dt_s = params[P_DT_S]
+        tau = _horizon_left(params[P_HORIZON_S], params[P_ROLLING] != 0.0, cycle, dt_s)
+        a = avellaneda_stoikov_anchor(
+            bid, ask, base_share(base, quote, mid), params[P_TARGET_SHARE], params[P_GAMMA], params[P_KAPPA],
+            var / dt_s, tau, params[P_MIN_SPREAD],
+        )
+    else:
+        a = symmetric_anchor(bid, ask, params[P_SPREAD])
+    ladder(
+        quotes, bid, ask, a[0], a[1], a[2], a[3], size, a[4], a[5], params[P_CAPITAL] * params[P_MAX_EXPOSURE], last,
+        n_slots // QUOTE_SLOTS, params[P_LEVEL_SPREAD_STEP], params[P_LEVEL_SIZE_STEP],
+        params[P_TICK], params[P_GRID], fee_rate, params[P_MIN_PROFIT],
+    )
+
+    # cover: rest (touch) or execute (instant) what the balances allow, in slot order
+    free_quote = quote
+    free_base = base
+    for slot in range(n_slots):
+        side = quotes[slot, Q_SIDE]
+        price = quotes[slot, Q_PRICE]
+        amount = quotes[slot, Q_AMOUNT]
+        is_buy = side > 0.0
+        need = price * amount + price * amount * fee_rate
+        have_quote = quote if instant else free_quote
+        have_base = base if instant else free_base
+        ok = price > 0.0 and amount > 0.0 and (need <= have_quote if is_buy else amount <= have_base)
+        rest = ok and not instant
+        free_quote = free_quote - need if rest and is_buy else free_quote
+        free_base = free_base - amount if rest and not is_buy else free_base
+        base, quote, fees, traded, buys, sells, nf = _settle(
+            fills, nf, slot, ok and instant, side, price, amount, fee_rate, base, quote, fees, traded, buys, sells
+        )
+        quotes[slot, Q_AMOUNT] = amount if rest else 0.0
+
+    state[S_BASE] = base
+    state[S_QUOTE] = quote
+    state[S_FEES] = fees
+    state[S_VOLUME] = traded
+    state[S_BUYS] = buys
+    state[S_SELLS] = sells
+    state[S_PREV_MID] = prev_mid
+    state[S_VAR] = var
+    state[S_RETURNS] = returns
+    state[S_CYCLES] = cycle + 1.0
+    return nf - start
+
+
 def run_bulk(params, state, bid, ask, last, low, high, volume):
     """Replay n market rows through `step`. Returns (quoted, fills, fill_rows, base, quote).
 
-    quoted: (n, 2) bid and ask price placed at each row (NaN = no quote on that side; under
-    `instant` the quotes that executed). fills: (k, N_FILL); fill_rows: (k,) row index of
-    each fill. base, quote: (n,) balances after each row's cycle. state is updated in place.
+    quoted: (n, 2) best bid and ask price placed at each row (the highest bid and lowest ask
+    resting; NaN = no quote on that side; under `instant` the best quotes that executed).
+    fills: (k, N_FILL); fill_rows: (k,) row index of each fill. base, quote: (n,) balances
+    after each row's cycle. state is updated in place.
     """
+    return _RUNS[int(params[P_STRATEGY])](params, state, bid, ask, last, low, high, volume)
+
+
+@njit(cache=True, inline="always")
+def _run(params, state, bid, ask, last, low, high, volume, strategy):
+    """run_bulk's loop for one strategy (a STRAT_* int, constant where inlined)."""
     n = bid.shape[0]
-    quotes = np.zeros((QUOTE_SLOTS, 3))
-    quoted = np.full((n, 2), np.nan)
+    n_slots = QUOTE_SLOTS * int(params[P_LEVELS])
+    quotes = np.zeros((n_slots, 3))
+    quoted = np.empty((n, 2))
     base = np.empty(n)
     quote = np.empty(n)
-    cap = max(16, n // 8)
+    cap = max(CHUNK_ROWS * n_slots + 1, n // 2)
     fills = np.empty((cap, N_FILL))
     fill_rows = np.empty(cap, dtype=np.int64)
-    buf = np.empty((MAX_FILLS_PER_STEP, N_FILL))
     k = 0
     instant = params[P_FILL_MODEL] == FILL_INSTANT
-    for i in range(n):
-        m = step(params, state, quotes, bid[i], ask[i], last[i], low[i], high[i], volume[i], buf)
-        if k + m > cap:
-            cap = cap * 2
+    for c0 in range(0, n, CHUNK_ROWS):
+        c1 = min(n, c0 + CHUNK_ROWS)
+        # room for the worst case of the whole chunk (every quote fills), so the row loop
+        # below never has to check or grow the buffers
+        need = k + (c1 - c0) * n_slots + 1
+        if need > cap:
+            cap = max(2 * cap, need)
             grown = np.empty((cap, N_FILL))
             grown[:k] = fills[:k]
             fills = grown
             grown_rows = np.empty(cap, dtype=np.int64)
             grown_rows[:k] = fill_rows[:k]
             fill_rows = grown_rows
-        for j in range(m):
-            fills[k] = buf[j]
-            fill_rows[k] = i
-            k += 1
-        if instant:
-            for j in range(m):
-                col = 0 if buf[j, F_SIDE] > 0 else 1
-                quoted[i, col] = buf[j, F_PRICE]
-        else:
-            for slot in range(QUOTE_SLOTS):
-                if quotes[slot, Q_AMOUNT] > 0.0:
-                    quoted[i, 0 if quotes[slot, Q_SIDE] > 0 else 1] = quotes[slot, Q_PRICE]
-        base[i] = state[S_BASE]
-        quote[i] = state[S_QUOTE]
-    return quoted, fills[:k].copy(), fill_rows[:k].copy(), base, quote
+        for i in range(c0, c1):
+            m = _cycle(params, state, quotes, bid[i], ask[i], last[i], low[i], high[i], volume[i], fills, k, strategy)
+            # best bid and ask placed: what rests (touch) or what this row executed (instant:
+            # fills[k:k + m], nothing rested before them)
+            best_bid = np.nan
+            best_ask = np.nan
+            for slot in range(n_slots):
+                side = fills[k + slot, F_SIDE] if instant else quotes[slot, Q_SIDE]
+                price = fills[k + slot, F_PRICE] if instant else quotes[slot, Q_PRICE]
+                live = slot < m if instant else quotes[slot, Q_AMOUNT] > 0.0
+                best_bid = price if live and side > 0.0 and not price <= best_bid else best_bid
+                best_ask = price if live and side < 0.0 and not price >= best_ask else best_ask
+            for j in range(n_slots):
+                fill_rows[k + j] = i  # rows past k + m are overwritten later or cut off
+            k += m
+            quoted[i, 0] = best_bid
+            quoted[i, 1] = best_ask
+            base[i] = state[S_BASE]
+            quote[i] = state[S_QUOTE]
+    # views, not copies: the unused tail of the buffers was never touched, so it costs no memory
+    return quoted, fills[:k], fill_rows[:k], base, quote
+
+
+@njit(cache=True)
+def _run_symmetric(params, state, bid, ask, last, low, high, volume):
+    return _run(params, state, bid, ask, last, low, high, volume, STRAT_SYMMETRIC)
+
+
+@njit(cache=True)
+def _run_inventory_skew(params, state, bid, ask, last, low, high, volume):
+    return _run(params, state, bid, ask, last, low, high, volume, STRAT_INVENTORY_SKEW)
+
+
+@njit(cache=True)
+def _run_avellaneda_stoikov(params, state, bid, ask, last, low, high, volume):
+    return _run(params, state, bid, ask, last, low, high, volume, STRAT_AVELLANEDA_STOIKOV)
+
+
+_STEPS = {
+    STRAT_SYMMETRIC: _step_symmetric,
+    STRAT_INVENTORY_SKEW: _step_inventory_skew,
+    STRAT_AVELLANEDA_STOIKOV: _step_avellaneda_stoikov,
+}
+_RUNS = {
+    STRAT_SYMMETRIC: _run_symmetric,
+    STRAT_INVENTORY_SKEW: _run_inventory_skew,
+    STRAT_AVELLANEDA_STOIKOV: _run_avellaneda_stoikov,
+}

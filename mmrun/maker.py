@@ -96,7 +96,7 @@ class MarketMaker:
         self.max_ticks = max_ticks
         self.log_quotes = log_quotes
         self.stop = stop
-        self.quotes = engine.empty_quotes()
+        self.quotes = engine.empty_quotes(engine.levels_of(params))
         self.errors = 0
         self.ticks = 0
         self._fills = RowBuffer(("ts_ms", "side", "price", "amount", "fee", "base", "quote"))
@@ -126,7 +126,7 @@ class MarketMaker:
 
     def pull_quotes(self, ts_ms: int, note: str) -> None:
         """Cancel whatever rests (on errors and at the end)."""
-        for slot in range(engine.QUOTE_SLOTS):
+        for slot in range(self.quotes.shape[0]):
             amount = float(self.quotes[slot, engine.Q_AMOUNT])
             if amount > 0.0:
                 if self.log_quotes:
@@ -139,9 +139,9 @@ class MarketMaker:
         self._ts = ts
         self._mid = (bid + ask) / 2.0
         resting = self.quotes.copy()
-        buf = np.empty((engine.MAX_FILLS_PER_STEP, engine.N_FILL))
+        buf = np.empty((engine.max_fills(engine.levels_of(self.params)), engine.N_FILL))
         n = engine.step(self.params, self.state, self.quotes, bid, ask, last, low, high, volume, buf)
-        filled = np.zeros(engine.QUOTE_SLOTS)
+        filled = np.zeros(self.quotes.shape[0])
         instant = self.params[engine.P_FILL_MODEL] == engine.FILL_INSTANT
         for j in range(n):
             f = buf[j]
@@ -156,26 +156,17 @@ class MarketMaker:
         if self.rules is not None and not instant:
             self._apply_rules()
         if self.log_quotes:
-            for slot in range(engine.QUOTE_SLOTS):
+            for slot in range(resting.shape[0]):
                 left = resting[slot, engine.Q_AMOUNT] - filled[slot]
                 if resting[slot, engine.Q_AMOUNT] > 0.0 and left > 0.0:
                     self._event(ts, "CANCEL", resting[slot, engine.Q_SIDE], resting[slot, engine.Q_PRICE], left)
-            for slot in range(engine.QUOTE_SLOTS):
+            for slot in range(self.quotes.shape[0]):
                 if self.quotes[slot, engine.Q_AMOUNT] > 0.0:
                     self._event(ts, "QUOTE", self.quotes[slot, engine.Q_SIDE], self.quotes[slot, engine.Q_PRICE], self.quotes[slot, engine.Q_AMOUNT],
                                 note=getattr(self.feed, "source", ""))
-        bid_q = ask_q = math.nan
-        if instant:
-            for j in range(n):
-                if buf[j, engine.F_SIDE] > 0:
-                    bid_q = buf[j, engine.F_PRICE]
-                else:
-                    ask_q = buf[j, engine.F_PRICE]
-        else:
-            if self.quotes[0, engine.Q_AMOUNT] > 0.0:
-                bid_q = self.quotes[0, engine.Q_PRICE]
-            if self.quotes[1, engine.Q_AMOUNT] > 0.0:
-                ask_q = self.quotes[1, engine.Q_PRICE]
+        # the best bid and ask placed: what executed (instant) or what rests (touch)
+        placed = buf[:n, [engine.F_SIDE, engine.F_PRICE, engine.F_AMOUNT]] if instant else self.quotes
+        bid_q, ask_q = engine.best_quoted(placed)
         base, quote = float(self.state[engine.S_BASE]), float(self.state[engine.S_QUOTE])
         self._equity.append((ts, self._mid, bid_q, ask_q, base, quote, quote + base * self._mid))
         market_row = np.array(row, dtype=np.float64)
