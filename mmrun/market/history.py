@@ -408,8 +408,9 @@ def _repaired_order(ts: np.ndarray, repair: Tuple[str, ...]) -> Optional[np.ndar
 def _check_order(ts: np.ndarray, order: Optional[np.ndarray], src: _Source) -> None:
     """Timestamps must rise strictly; name the offending row in file order."""
     d = np.diff(ts)
-    pos = order if order is not None else np.arange(ts.size)
     back = np.flatnonzero(d < 0)
+    if back.size or (d == 0).any():
+        pos = order if order is not None else np.arange(ts.size)
     if back.size:
         i = int(back[0])
         raise src.fail_rows(
