@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from typing import List
 
@@ -40,6 +41,9 @@ def one_line(exc: BaseException) -> str:
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and getattr(cause, "full_key", None):
         key = str(cause.full_key)
         allowed = schema_keys(key)
+        owner = getattr(cause, "object_type", None)
+        if dataclasses.is_dataclass(owner):  # the node's own schema, e.g. the chosen strategy's keys
+            allowed = [f.name for f in dataclasses.fields(owner)]
         hint = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed, n=1)
         return (
             f"{key}: unknown config key"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -46,7 +47,39 @@ class ExchangeConfig:
 
 @dataclass
 class StrategyConfig:
+    """Keys every strategy has; `symmetric` (the original rule) has only these (conf/strategy/)."""
+
     name: str = "symmetric"
+    levels: int = 1  # quotes per side
+    level_spread_step: float = 0.001  # each further level adds this to the pair's total spread, fraction
+    level_size_step: float = 0.0  # each further level adds this fraction of the first level's size
+    min_profit_threshold: float = 0.0  # no pair whose spread after two maker fees is below this, fraction of mid; 0 = off
+
+
+@dataclass
+class InventorySkewConfig(StrategyConfig):
+    """Symmetric inside target_base_share +- rebalance_threshold; beyond it, lean toward the target."""
+
+    name: str = "inventory_skew"
+    target_base_share: float = 0.5  # wanted base value / portfolio value
+    rebalance_threshold: float = 0.1  # tolerance band around the target, fraction of portfolio value
+    price_skew: float = 1.0  # price lean at the extreme, fraction of spread/2 (1: the reducing side joins the touch)
+    size_skew: float = 1.0  # size lean at the extreme, fraction of the size (1: 2x on the reducing side, 0 on the other)
+
+
+@dataclass
+class AvellanedaStoikovConfig(StrategyConfig):
+    """Reservation price and optimal spread (Avellaneda & Stoikov 2008) in relative price units."""
+
+    name: str = "avellaneda_stoikov"
+    min_profit_threshold: float = 0.002
+    target_base_share: float = 0.5  # inventory q = base share of portfolio value - this
+    gamma: float = 20.0  # risk aversion, per unit of q
+    kappa: float = 400.0  # fill-intensity decay per unit relative distance from mid (400: e-fold per 0.25 %)
+    horizon: str = "rolling"  # rolling (constant horizon_s) | finite (counts down, restarts every horizon_s)
+    horizon_s: float = 3600.0  # seconds
+    min_spread: float = 0.005  # floor on the total spread, fraction
+    vol_window: int = 60  # cycles of the volatility estimate's EWMA (span)
 
 
 @dataclass
@@ -119,13 +152,27 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
+STRATEGY_SCHEMAS = {
+    "symmetric": StrategyConfig,
+    "inventory_skew": InventorySkewConfig,
+    "avellaneda_stoikov": AvellanedaStoikovConfig,
+}
+
+
 def register() -> None:
-    ConfigStore.instance().store(name="schema", node=Config)
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=Config)
+    # each strategy's own schema, named in its conf/strategy/<name>.yaml defaults list, so a key
+    # of another strategy fails at composition like any unknown key
+    for name, schema in STRATEGY_SCHEMAS.items():
+        cs.store(name=f"strategy_{name}_schema", node=schema)
 
 
 MODES = ("paper", "backtest")
 FILL_MODELS = ("touch", "instant")
-STRATEGIES = ("symmetric",)
+STRATEGIES = ("symmetric", "inventory_skew", "avellaneda_stoikov")
+HORIZONS = ("rolling", "finite")
+MAX_LEVELS = 50
 SIZINGS = ("fraction",)
 DATA_REPAIRS = ("sort", "dedupe")  # mmrun.market.history.REPAIRS
 _SYMBOL = r"[A-Za-z0-9][A-Za-z0-9._-]*"
@@ -213,6 +260,9 @@ def _unknown_keys(cfg: Any) -> None:
             if key not in allowed:
                 raise ConfigError(f"{full}: unknown config key (allowed here: {', '.join(allowed)})")
             child, child_schema = node._get_node(key), schema._get_node(key)
+            child_type = OmegaConf.get_type(child) if isinstance(child, DictConfig) else None
+            if dataclasses.is_dataclass(child_type) and child_type is not OmegaConf.get_type(child_schema):
+                child_schema = OmegaConf.structured(child_type)  # a group option's own schema (a strategy's keys)
             if isinstance(child, DictConfig) and isinstance(child_schema, DictConfig):
                 if not (child._is_missing() or child._is_none() or child_schema._is_none()):
                     walk(child, child_schema, full + ".")
@@ -229,6 +279,7 @@ def validate(cfg: Any) -> List[PairSpec]:
     _one_of("mode", cfg.mode, MODES)
     _one_of("fills.model", cfg.fills.model, FILL_MODELS)
     _one_of("strategy.name", cfg.strategy.name, STRATEGIES)
+    check_strategy(cfg.strategy)
     _one_of("sizing.name", cfg.sizing.name, SIZINGS)
     _fraction("sizing.order_size_pct", cfg.sizing.order_size_pct)
     _fraction("sizing.max_inventory_exposure", cfg.sizing.max_inventory_exposure)
@@ -287,6 +338,44 @@ def validate(cfg: Any) -> List[PairSpec]:
         )
     check_sweep(cfg.sweep)
     return specs
+
+
+def check_strategy(st: Any) -> None:
+    """Ranges of the strategy's keys (conf/strategy/*.yaml). Raises ConfigError."""
+    _check("strategy.levels", st.levels, 1 <= st.levels <= MAX_LEVELS, f"a whole number from 1 to {MAX_LEVELS}")
+    _check("strategy.level_spread_step", st.level_spread_step, 0 <= st.level_spread_step < 1, "a fraction in [0, 1)")
+    _check("strategy.level_size_step", st.level_size_step, 0 <= st.level_size_step <= 10, "a fraction in [0, 10]")
+    _check("strategy.min_profit_threshold", st.min_profit_threshold, 0 <= st.min_profit_threshold < 1,
+           "a fraction in [0, 1) (0 = off)")
+    if st.name in ("inventory_skew", "avellaneda_stoikov"):
+        _check("strategy.target_base_share", st.target_base_share, 0 <= st.target_base_share <= 1, "a fraction in [0, 1]")
+    if st.name == "inventory_skew":
+        _check("strategy.rebalance_threshold", st.rebalance_threshold, 0 <= st.rebalance_threshold < 1, "a fraction in [0, 1)")
+        _check("strategy.price_skew", st.price_skew, 0 <= st.price_skew <= 1, "a fraction in [0, 1]")
+        _check("strategy.size_skew", st.size_skew, 0 <= st.size_skew <= 1, "a fraction in [0, 1]")
+    if st.name == "avellaneda_stoikov":
+        _check("strategy.gamma", st.gamma, st.gamma > 0 and math.isfinite(st.gamma), "> 0")
+        _check("strategy.kappa", st.kappa, st.kappa > 0 and math.isfinite(st.kappa), "> 0")
+        _one_of("strategy.horizon", st.horizon, HORIZONS)
+        _check("strategy.horizon_s", st.horizon_s, st.horizon_s > 0 and math.isfinite(st.horizon_s), "> 0 seconds")
+        _check("strategy.min_spread", st.min_spread, 0 <= st.min_spread < 1, "a fraction in [0, 1)")
+        _check("strategy.vol_window", st.vol_window, st.vol_window >= 1, "a whole number of cycles >= 1")
+
+
+def strategy_warnings(cfg: Any) -> List[str]:
+    """Configurations that run but will hardly quote: a fixed spread too thin for min_profit_threshold."""
+    st = cfg.strategy
+    if st.name == "avellaneda_stoikov" or not st.min_profit_threshold > 0:
+        return []
+    widest = cfg.spread + (st.levels - 1) * st.level_spread_step
+    left = widest - 2 * cfg.fees.maker  # what a round trip at the widest level keeps, fraction of mid
+    if left >= st.min_profit_threshold:
+        return []
+    return [
+        f"strategy.min_profit_threshold={st.min_profit_threshold} is above what the widest pair keeps after two "
+        f"maker fees ({widest:g} - 2 x {cfg.fees.maker:g} = {left:g}): quotes are placed only when the market's own "
+        f"spread makes up the difference; widen spread or lower the threshold"
+    ]
 
 
 # Numeric summary.json fields a sweep can rank by (and an Optuna sweeper optimise).

@@ -25,7 +25,11 @@ from mmrun.stats import compute_stats
 log = logging.getLogger("mmrun")
 
 
-def build_params(cfg: Any, capital: float, tick: float) -> np.ndarray:
+def build_params(cfg: Any, capital: float, tick: float, dt_s: float | None = None) -> np.ndarray:
+    """The kernel's parameters; dt_s = seconds per cycle (default intervals.quote_s; a backtest
+    passes its data's row spacing), used by strategies that estimate volatility per second."""
+    from mmrun.strategy import kernel_kwargs
+
     return engine.make_params(
         spread=cfg.spread,
         order_size_pct=cfg.sizing.order_size_pct,
@@ -35,6 +39,8 @@ def build_params(cfg: Any, capital: float, tick: float) -> np.ndarray:
         fill_model=cfg.fills.model,
         participation=cfg.fills.participation,
         tick=tick,
+        dt_s=dt_s or cfg.intervals.quote_s,
+        **kernel_kwargs(cfg.strategy),
     )
 
 
@@ -176,7 +182,9 @@ def _run_backtests(cfg: Any, specs: List[PairSpec]) -> List[PairOutcome]:
     outcomes = []
     for spec in specs:
         rows, tick = _backtest_rows(cfg, spec.pair)
-        params = build_params(cfg, spec.capital, tick)
+        ts = np.asarray(rows["ts_ms"])
+        dt_s = float(np.median(np.diff(ts))) / 1000.0 if len(ts) > 1 else None
+        params = build_params(cfg, spec.capital, tick, dt_s=dt_s)
         outcomes.append(run_backtest(spec.pair, params, engine.make_state(0.0, spec.capital), rows))
     return outcomes
 
@@ -276,6 +284,10 @@ def run(cfg: Any, out_dir: Path) -> Dict[str, Any]:
     """Run the configured market maker(s) into out_dir; return the (root) summary."""
     wall_start = time.time()
     specs = validate(cfg)
+    from mmrun.config import strategy_warnings
+
+    for warning in strategy_warnings(cfg):
+        log.warning("%s", warning)
     out_dir.mkdir(parents=True, exist_ok=True)
     single = len(specs) == 1
     dirs = {s.pair: out_dir if single else out_dir / safe_name(s.pair) for s in specs}

@@ -210,3 +210,33 @@ def ladder(quotes, best_bid, best_ask, bid_ref, bid_off, ask_ref, ask_off, size,
         quotes[2 * k + 1, 0] = -1.0
         quotes[2 * k + 1, 1] = ask
         quotes[2 * k + 1, 2] = sell_amt
+
+
+def kernel_kwargs(strategy_cfg) -> dict:
+    """engine.make_params keyword arguments from a strategy config (conf/strategy/*.yaml)."""
+    st = strategy_cfg
+    kw = {
+        "strategy": str(st.name),
+        "levels": int(st.levels),
+        "level_spread_step": float(st.level_spread_step),
+        "level_size_step": float(st.level_size_step),
+        "min_profit_threshold": float(st.min_profit_threshold),
+    }
+    if st.name == "inventory_skew":
+        kw.update(
+            target_base_share=float(st.target_base_share),
+            rebalance_threshold=float(st.rebalance_threshold),
+            price_skew=float(st.price_skew),
+            size_skew=float(st.size_skew),
+        )
+    elif st.name == "avellaneda_stoikov":
+        kw.update(
+            target_base_share=float(st.target_base_share),
+            gamma=float(st.gamma),
+            kappa=float(st.kappa),
+            horizon_s=float(st.horizon_s),
+            rolling_horizon=st.horizon == "rolling",
+            min_spread=float(st.min_spread),
+            vol_window=float(st.vol_window),
+        )
+    return kw
