@@ -173,8 +173,9 @@ def ladder(quotes, best_bid, best_ask, bid_ref, bid_off, ask_ref, ask_off, size,
 
     Level k: bid = bid_ref x (1 - (bid_off + k x spread_step / 2)), ask = ask_ref x (1 + (ask_off
     + k x spread_step / 2)), so each level adds spread_step to the pair's total spread; a bid
-    above best_bid is lowered to it and an ask below best_ask raised to it (a maker quote never
-    crosses the book); then bid floors and ask ceils to the tick grid (tick 0: no grid, `grid`
+    above best_bid is lowered to it and an ask below best_ask raised to it (quotes join the
+    touch at most: they never cross the book, and on candles, where close stands for both
+    sides, never sit on the wrong side of it); then bid floors and ask ceils to the tick grid (tick 0: no grid, `grid`
     from strategy.grid_scale). Sizes: size x (1 + k x size_step) x the side's multiplier, each
     capped at cap_quote / last (base units; cap_quote = capital x max exposure, quote currency). min_profit > 0: a pair whose spread after maker fees,
     (ask x (1 - fee) - bid x (1 + fee)) / mid, is below min_profit is not quoted (both sizes 0).
