@@ -17,17 +17,18 @@ import polars as pl
 
 from mmrun import __version__, engine
 from mmrun.config import PairSpec, validate
-from mmrun.errors import ConfigError
+from mmrun.errors import ConfigError, DataError
 from mmrun.maker import MarketMaker, PairOutcome, WallClock
 from mmrun.record import EventStream, read_events, safe_name, write_csv, write_json, write_parquet
-from mmrun.stats import compute_stats
+from mmrun.stats import compute_stats, trading_stats
 
 log = logging.getLogger("mmrun")
 
 
-def build_params(cfg: Any, capital: float, tick: float, dt_s: float | None = None) -> np.ndarray:
+def build_params(cfg: Any, capital: float, tick: float, dt_s: float | None = None, rules: Any = None) -> np.ndarray:
     """The kernel's parameters; dt_s = seconds per cycle (default intervals.quote_s; a backtest
-    passes its data's row spacing), used by strategies that estimate volatility per second."""
+    passes its data's row spacing), used by strategies that estimate volatility per second;
+    rules: a real exchange's lot / min_amount / min_notional (an object or a dict), None = none."""
     from mmrun.strategy import kernel_kwargs
 
     return engine.make_params(
@@ -41,7 +42,15 @@ def build_params(cfg: Any, capital: float, tick: float, dt_s: float | None = Non
         tick=tick,
         dt_s=dt_s or cfg.intervals.quote_s,
         **kernel_kwargs(cfg.strategy),
+        **_rule_kwargs(rules),
     )
+
+
+def _rule_kwargs(rules: Any) -> Dict[str, float]:
+    if rules is None:
+        return {}
+    get = rules.get if isinstance(rules, dict) else (lambda k: getattr(rules, k))
+    return {k: float(get(k) or 0.0) for k in ("lot", "min_amount", "min_notional")}
 
 
 def _sim_market(cfg: Any, pair: str):
@@ -85,7 +94,7 @@ async def _run_paper(cfg: Any, specs: List[PairSpec], dirs: Dict[str, Path]) -> 
             makers.append(
                 MarketMaker(
                     spec.pair,
-                    build_params(cfg, spec.capital, feed.tick),
+                    build_params(cfg, spec.capital, feed.tick, rules=rules),
                     engine.make_state(0.0, spec.capital),
                     feed,
                     clock,
@@ -156,9 +165,9 @@ def _backtest_rows(cfg: Any, pair: str):
         rows = load_rows(path, repair=cfg.data.repair)
         if cfg.run.max_ticks is not None:
             rows = {k: v[: cfg.run.max_ticks] for k, v in rows.items()}
-        return rows, _file_tick(cfg, pair, path)
+        return rows, _file_tick(cfg, pair, path), _file_rules(path)
     market = _sim_market(cfg, pair)
-    return market.frame_arrays(cfg.run.max_ticks), market.tick
+    return market.frame_arrays(cfg.run.max_ticks), market.tick, None
 
 
 def _file_tick(cfg: Any, pair: str, path: str) -> float:
@@ -168,12 +177,24 @@ def _file_tick(cfg: Any, pair: str, path: str) -> float:
 
     if cfg.exchange.id == "sim" and recorded_market(path):
         return _sim_market(cfg, pair).tick
-    info = Path(path).with_name("market.json")
-    if recorded_market(path) and info.is_file():  # a real exchange's paper run: its price grid
-        import json
+    rules = _file_rules(path)
+    return float(rules.get("tick") or 0.0) if rules else 0.0
 
-        return float(json.loads(info.read_text()).get("tick") or 0.0)
-    return 0.0
+
+def _file_rules(path: str) -> Dict[str, Any] | None:
+    """A real exchange's paper run (market.parquet with market.json beside it): the rules it
+    quoted under (tick, lot, minimums), so that its replay quotes and fills the same."""
+    import json
+
+    from mmrun.market.history import recorded_market
+
+    info = Path(path).with_name("market.json")
+    if not (recorded_market(path) and info.is_file()):
+        return None
+    try:
+        return json.loads(info.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{info}: unreadable market rules ({exc}); delete it to replay without them") from None
 
 
 def _run_backtests(cfg: Any, specs: List[PairSpec]) -> List[PairOutcome]:
@@ -181,10 +202,10 @@ def _run_backtests(cfg: Any, specs: List[PairSpec]) -> List[PairOutcome]:
 
     outcomes = []
     for spec in specs:
-        rows, tick = _backtest_rows(cfg, spec.pair)
+        rows, tick, rules = _backtest_rows(cfg, spec.pair)
         ts = np.asarray(rows["ts_ms"])
         dt_s = float(np.median(np.diff(ts))) / 1000.0 if len(ts) > 1 else None
-        params = build_params(cfg, spec.capital, tick, dt_s=dt_s)
+        params = build_params(cfg, spec.capital, tick, dt_s=dt_s, rules=rules)
         outcomes.append(run_backtest(spec.pair, params, engine.make_state(0.0, spec.capital), rows))
     return outcomes
 
@@ -195,6 +216,7 @@ def _run_backtests(cfg: Any, specs: List[PairSpec]) -> List[PairOutcome]:
 def pair_summary(cfg: Any, spec: PairSpec, out: PairOutcome) -> Dict[str, Any]:
     # every pair starts all in quote: its capital is the value before the first cycle
     stats = compute_stats(out.equity, out.fills, initial_value=spec.capital)
+    stats.update(trading_stats(out.equity, out.fills, initial_value=spec.capital))
     ts = out.equity["ts_ms"]
     return {
         "pair": spec.pair,

@@ -37,6 +37,147 @@ def sharpe(equity: np.ndarray, ts_ms: np.ndarray) -> float:
     return float(np.mean(r) / sd * math.sqrt(MS_PER_YEAR / step_ms))
 
 
+def sortino(equity: np.ndarray, ts_ms: np.ndarray) -> float:
+    """Annualised Sortino ratio of per-cycle simple returns of equity, target 0.
+
+    mean / downside deviation x sqrt(cycles per year), the downside deviation being
+    sqrt(mean(min(r, 0)^2)) over all returns and the cycle length the median spacing of the
+    equity timestamps. 0 with fewer than 3 points or no losing cycle.
+    """
+    if equity.size < 3:
+        return 0.0
+    r = np.diff(equity) / equity[:-1]
+    down = float(np.sqrt(np.mean(np.minimum(r, 0.0) ** 2)))
+    step_ms = float(np.median(np.diff(ts_ms)))
+    if not (down > 0 and step_ms > 0):
+        return 0.0
+    return float(np.mean(r) / down * math.sqrt(MS_PER_YEAR / step_ms))
+
+
+def _fill_rows(equity_ts: np.ndarray, fill_ts: np.ndarray) -> np.ndarray:
+    """Index of each fill's cycle in the equity frame (the row with the fill's timestamp)."""
+    return np.searchsorted(equity_ts, fill_ts, side="left")
+
+
+def _signed(fills: pl.DataFrame) -> np.ndarray:
+    return np.where(fills["side"].to_numpy() == "buy", 1.0, -1.0)
+
+
+def spread_captured_bps(equity: pl.DataFrame, fills: pl.DataFrame) -> float:
+    """Mean edge of the fills against the mid, in basis points of the mid, notional-weighted.
+
+    Per fill: side x (mid - price) / mid x 10,000, side +1 for a buy and -1 for a sell, mid
+    the mid of the cycle the fill is recorded in (events.csv's `mid`): positive = bought
+    below / sold above the mid. Not annualised. 0 without fills.
+    """
+    if fills.height == 0 or equity.height == 0:
+        return 0.0
+    mid = equity["mid"].to_numpy()[_fill_rows(equity["ts_ms"].to_numpy(), fills["ts_ms"].to_numpy())]
+    price = fills["price"].to_numpy()
+    w = price * fills["amount"].to_numpy()
+    edge = _signed(fills) * (mid - price) / mid * 1e4
+    return float(np.sum(w * edge) / np.sum(w))
+
+
+def markout_bps(equity: pl.DataFrame, fills: pl.DataFrame, cycles: int) -> float:
+    """Mean markout `cycles` quote cycles after each fill, in basis points of the fill price.
+
+    Per fill: side x (mid k cycles after the fill's cycle - price) / price x 10,000,
+    notional-weighted over the fills that have k later cycles in the run. Positive = the
+    market moved the fill's way; negative = adverse selection. Not annualised. 0 if none.
+    """
+    if fills.height == 0 or equity.height == 0:
+        return 0.0
+    mids = equity["mid"].to_numpy()
+    later = _fill_rows(equity["ts_ms"].to_numpy(), fills["ts_ms"].to_numpy()) + cycles
+    keep = later < mids.size
+    if not keep.any():
+        return 0.0
+    price = fills["price"].to_numpy()[keep]
+    w = price * fills["amount"].to_numpy()[keep]
+    move = _signed(fills)[keep] * (mids[later[keep]] - price) / price * 1e4
+    return float(np.sum(w * move) / np.sum(w))
+
+
+def time_weighted_inventory(equity: pl.DataFrame) -> Dict[str, float]:
+    """Time-weighted means of the inventory over the run.
+
+    Each cycle's state counts for the time until the next cycle (the last cycle for none;
+    a single-cycle run counts it alone). avg_inventory_base: base units held;
+    avg_inventory_share: base x mid / equity, the share of value held in base (0..1).
+    """
+    if equity.height == 0:
+        return {"avg_inventory_base": 0.0, "avg_inventory_share": 0.0}
+    base = equity["base"].to_numpy()
+    eq = equity["equity"].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(eq > 0, base * equity["mid"].to_numpy() / eq, 0.0)
+    if equity.height == 1:
+        return {"avg_inventory_base": float(base[0]), "avg_inventory_share": float(share[0])}
+    w = np.diff(equity["ts_ms"].to_numpy()).astype(np.float64)
+    if not w.sum() > 0:
+        w = np.ones_like(w)
+    return {
+        "avg_inventory_base": float(np.sum(base[:-1] * w) / w.sum()),
+        "avg_inventory_share": float(np.sum(share[:-1] * w) / w.sum()),
+    }
+
+
+def fill_ratio(equity: pl.DataFrame, fills: pl.DataFrame) -> float:
+    """Fills per quote: fills / quoted sides, a side counting once per cycle it was quoted.
+
+    Quoted sides = cycles with a bid quoted + cycles with an ask quoted (the equity frame's
+    bid_quoted / ask_quoted; with several levels a side still counts once per cycle). Under
+    `instant` only executed quotes are recorded, so the ratio is 1. 0 if nothing was quoted.
+    """
+    quoted = 0
+    for col in ("bid_quoted", "ask_quoted"):
+        quoted += int(equity[col].fill_null(float("nan")).is_not_nan().sum()) if equity.height else 0
+    if quoted == 0:
+        return 0.0
+    return float(fills.height / quoted)
+
+
+def trading_stats(
+    equity: pl.DataFrame, fills: pl.DataFrame, initial_value: float, initial_base: float = 0.0
+) -> Dict[str, float]:
+    """Metrics beyond the basics: against holding, edge, adverse selection, inventory, activity.
+
+    hold_value: the starting portfolio (initial_base and initial_value - initial_base x the
+    first mid in quote) valued at the last mid; pnl_vs_hold = final equity - hold_value.
+    market_return_pct: the mid's change over the run, % (what holding base alone returned).
+    turnover: traded notional / time-weighted mean equity, per run (not annualised).
+    The rest: see spread_captured_bps, markout_bps, time_weighted_inventory, fill_ratio,
+    sortino.
+    """
+    eq = equity["equity"].to_numpy()
+    mids = equity["mid"].to_numpy()
+    final = float(eq[-1]) if eq.size else 0.0
+    if eq.size:
+        hold = initial_base * float(mids[-1]) + (initial_value - initial_base * float(mids[0]))
+        market = (float(mids[-1]) / float(mids[0]) - 1.0) * 100.0 if mids[0] > 0 else 0.0
+    else:
+        hold, market = initial_value, 0.0
+    volume = float((fills["price"] * fills["amount"]).sum()) if fills.height else 0.0
+    if eq.size > 1:
+        w = np.diff(equity["ts_ms"].to_numpy()).astype(np.float64)
+        mean_equity = float(np.sum(eq[:-1] * w) / w.sum()) if w.sum() > 0 else float(eq.mean())
+    else:
+        mean_equity = float(eq[0]) if eq.size else 0.0
+    return {
+        "hold_value": hold,
+        "pnl_vs_hold": final - hold,
+        "market_return_pct": market,
+        "spread_captured_bps": spread_captured_bps(equity, fills),
+        "markout_1_bps": markout_bps(equity, fills, 1),
+        "markout_10_bps": markout_bps(equity, fills, 10),
+        **time_weighted_inventory(equity),
+        "turnover": volume / mean_equity if mean_equity > 0 else 0.0,
+        "fill_ratio": fill_ratio(equity, fills),
+        "sortino": sortino(eq, equity["ts_ms"].to_numpy()),
+    }
+
+
 def compute_stats(equity: pl.DataFrame, fills: pl.DataFrame, initial_value: Optional[float] = None) -> Dict[str, float]:
     """The summary's metrics from the equity frame (record.EQUITY_SCHEMA) and the fills.
 
