@@ -290,6 +290,16 @@ def aggregate(cfg: Any, summaries: List[Dict[str, Any]], outcomes: List[PairOutc
     }
 
 
+def _picture(cfg: Any, folder: Path, out: PairOutcome, summary: Dict[str, Any]) -> None:
+    """report.png beside the pair's summary; a plotting failure is logged, never fails the run."""
+    from mmrun.report import write_report
+
+    try:
+        write_report(folder, out.equity, out.fills, summary, cfg.strategy, cfg.spread)
+    except Exception as exc:  # the results are written already; a missing picture must not lose them
+        log.warning("report.png not written: %s: %s", type(exc).__name__, exc)
+
+
 def print_summary(s: Dict[str, Any], out_dir: Path, wall_s: float) -> None:
     quote = s["pair"].split(",")[0].split("/")[-1]
     lines = [
@@ -325,6 +335,7 @@ def run(cfg: Any, out_dir: Path) -> Dict[str, Any]:
         write_pair(dirs[spec.pair], out)
         summary = pair_summary(cfg, spec, out)
         write_json(summary, dirs[spec.pair] / "summary.json")
+        _picture(cfg, dirs[spec.pair], out, summary)
         summaries.append(summary)
     root = summaries[0] if single else aggregate(cfg, summaries, outcomes)
     if not single:

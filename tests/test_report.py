@@ -1,0 +1,88 @@
+"""report.png: written in every run folder, a real PNG, thinned for long runs, titled with the run."""
+
+import json
+import struct
+
+import numpy as np
+import polars as pl
+
+from clirun import run_mmrun
+from mmrun.maker import fills_frame
+from mmrun.record import EQUITY_SCHEMA, frame
+from mmrun.report import MAX_FILLS, MAX_POINTS, draw, title_text, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk
+    return len(data), width, height
+
+
+def synthetic(n, fills_n):
+    rng = np.random.default_rng(0)
+    ts = np.arange(n, dtype=np.int64) * 5000 + 1_767_225_600_000
+    mid = 100.0 * np.exp(np.cumsum(rng.normal(0, 1e-3, n)))
+    base = np.abs(np.cumsum(rng.normal(0, 0.1, n)))
+    equity = frame(
+        {"ts_ms": ts, "mid": mid, "bid_quoted": mid * 0.999, "ask_quoted": mid * 1.001, "base": base,
+         "quote": 1000.0 - base * mid, "equity": np.full(n, 1000.0)},
+        EQUITY_SCHEMA,
+    )
+    rows = np.sort(rng.choice(n, fills_n, replace=False))
+    side = np.where(np.arange(fills_n) % 2 == 0, 1.0, -1.0)
+    fills = fills_frame(ts[rows], side, mid[rows], np.ones(fills_n), np.zeros(fills_n), base[rows], np.zeros(fills_n))
+    return equity, fills
+
+
+SUMMARY = {"pair": "ABC/USDT", "strategy": "inventory_skew", "exchange": "sim", "mode": "backtest",
+           "fill_model": "touch", "total_return_pct": 0.5, "pnl_vs_hold": 5.0, "trades": 2, "initial_value": 1000.0}
+
+
+def test_write_report_writes_a_png(tmp_path):
+    equity, fills = synthetic(500, 40)
+    path = write_report(tmp_path, equity, fills, SUMMARY)
+    size, width, height = png_size(path)
+    assert path == tmp_path / "report.png"
+    assert size > 20_000 and (width, height) == (1100, 850)
+    assert [p.name for p in tmp_path.iterdir()] == ["report.png"]  # no temporary file left
+
+
+def test_long_runs_are_thinned():
+    equity, fills = synthetic(200_000, 30_000)
+    fig = draw(equity, fills, "t", 1000.0)
+    ax_price = fig.axes[0]
+    assert max(len(line.get_xdata()) for line in ax_price.get_lines()) <= MAX_POINTS
+    per_side = [len(c.get_offsets()) for c in ax_price.collections]
+    assert len(per_side) == 2 and max(per_side) <= MAX_FILLS
+
+
+def test_empty_run_still_draws(tmp_path):
+    equity, fills = synthetic(10, 0)
+    path = write_report(tmp_path, equity.head(0), fills, SUMMARY)
+    assert png_size(path)[0] > 5_000
+
+
+def test_title_names_pair_strategy_and_key_parameters():
+    strategy = {"name": "avellaneda_stoikov", "gamma": 20.0, "kappa": 400.0, "min_spread": 0.005, "horizon": "rolling"}
+    text = title_text(dict(SUMMARY, strategy="avellaneda_stoikov"), strategy, 0.002)
+    assert text.splitlines()[0] == (
+        "ABC/USDT  ·  avellaneda_stoikov (γ 20, κ 400, min spread 0.50%, horizon rolling, fills=touch)  ·  sim backtest"
+    )
+    assert "return +0.500 %" in text.splitlines()[1]
+    text = title_text(SUMMARY, {"name": "inventory_skew", "target_base_share": 0.5, "rebalance_threshold": 0.1}, 0.002)
+    assert "inventory_skew (spread 0.20%, target 50%, band 10%, fills=touch)" in text
+
+
+def test_every_run_folder_gets_a_report(tmp_path):
+    out = tmp_path / "run"
+    proc = run_mmrun("mode=backtest", "strategy=avellaneda_stoikov", "run.max_ticks=300", "pairs=[BTC/USDT,ETH/USDT]",
+                     run_dir=out)
+    assert proc.returncode == 0, proc.stderr
+    for pair in ("BTC-USDT", "ETH-USDT"):
+        assert png_size(out / pair / "report.png")[0] > 20_000
+        summary = json.loads((out / pair / "summary.json").read_text())
+        assert summary["strategy"] == "avellaneda_stoikov"
+        assert "markout_10_bps" in summary and "sortino" in summary
