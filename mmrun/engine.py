@@ -61,7 +61,10 @@ P_ROLLING = 21  # avellaneda_stoikov: 1 = rolling horizon (constant), 0 = finite
 P_MIN_SPREAD = 22  # avellaneda_stoikov: floor on the total spread, fraction
 P_DT_S = 23  # seconds per cycle (volatility per second, horizon countdown)
 P_VOL_ALPHA = 24  # weight of the newest squared return in the volatility EWMA, 2 / (window + 1)
-N_PARAMS = 25
+P_LOT = 25  # exchange amount grid, base units: amounts are floored to it; 0 = none
+P_MIN_AMOUNT = 26  # exchange minimum order amount, base units: smaller quotes are not placed; 0 = none
+P_MIN_NOTIONAL = 27  # exchange minimum order value, quote currency: smaller quotes are not placed; 0 = none
+N_PARAMS = 28
 
 FILL_TOUCH = 0.0
 FILL_INSTANT = 1.0
@@ -124,6 +127,9 @@ def make_params(
     min_spread: float = 0.0,
     vol_window: float = 60.0,
     dt_s: float = 5.0,
+    lot: float = 0.0,
+    min_amount: float = 0.0,
+    min_notional: float = 0.0,
 ) -> np.ndarray:
     """The kernel's parameter array. Units as in the P_* comments; the keyword-only ones are the
     strategy's (conf/strategy/*.yaml); their defaults leave the original symmetric rule."""
@@ -153,6 +159,9 @@ def make_params(
     p[P_MIN_SPREAD] = min_spread
     p[P_DT_S] = dt_s
     p[P_VOL_ALPHA] = 2.0 / (vol_window + 1.0)
+    p[P_LOT] = lot
+    p[P_MIN_AMOUNT] = min_amount
+    p[P_MIN_NOTIONAL] = min_notional
     return p
 
 
@@ -350,12 +359,21 @@ def _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, star
     )
 
     # cover: rest (touch) or execute (instant) what the balances allow, in slot order
+    lot = params[P_LOT]  # read here, not inside the branch below (see the speed note)
+    min_amount = params[P_MIN_AMOUNT]
+    min_notional = params[P_MIN_NOTIONAL]
     free_quote = quote
     free_base = base
     for slot in range(n_slots):
         side = quotes[slot, Q_SIDE]
         price = quotes[slot, Q_PRICE]
         amount = quotes[slot, Q_AMOUNT]
+        # the exchange's rules: a quote it would reject is not placed (the paper loop logs why)
+        if lot > 0.0:
+            # whole lots; then to 12 decimals, so that 166 x 0.00001 is written 0.00166
+            lots = math.floor(amount / lot + 1e-9)
+            amount = math.floor(lots * lot * 1e12 + 0.5) / 1e12
+        amount = 0.0 if amount < min_amount or price * amount < min_notional else amount
         is_buy = side > 0.0
         need = price * amount + price * amount * fee_rate
         have_quote = quote if instant else free_quote
@@ -382,23 +400,46 @@ def _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, star
     return nf - start
 
 
-def run_bulk(params, state, bid, ask, last, low, high, volume):
+def run_bulk(params, state, bid, ask, last, low, high, volume, quotes=None, progress=None, chunk_rows=None):
     """Replay n market rows through `step`. Returns (quoted, fills, fill_rows, base, quote).
 
     quoted: (n, 2) best bid and ask price placed at each row (the highest bid and lowest ask
     resting; NaN = no quote on that side; under `instant` the best quotes that executed).
     fills: (k, N_FILL); fill_rows: (k,) row index of each fill. base, quote: (n,) balances
-    after each row's cycle. state is updated in place.
+    after each row's cycle. state is updated in place, and so is `quotes` when given (the
+    quotes resting before the first row and after the last; default: none before, dropped).
+    progress: called with the number of rows done after each chunk of chunk_rows rows
+    (default n / 100); the results are the same as in one call.
     """
-    return _RUNS[int(params[P_STRATEGY])](params, state, bid, ask, last, low, high, volume)
+    if quotes is None:
+        quotes = empty_quotes(levels_of(params))
+    run = _RUNS[int(params[P_STRATEGY])]
+    n = len(bid)
+    if progress is None:
+        return run(params, state, quotes, bid, ask, last, low, high, volume)
+    step_rows = max(1, int(chunk_rows or -(-n // 100)))
+    parts = []
+    for a in range(0, n, step_rows):
+        b = min(n, a + step_rows)
+        part = run(params, state, quotes, bid[a:b], ask[a:b], last[a:b], low[a:b], high[a:b], volume[a:b])
+        parts.append((a, part))
+        progress(b - a)
+    if not parts:
+        return run(params, state, quotes, bid, ask, last, low, high, volume)
+    return (
+        np.concatenate([p[0] for _, p in parts]),
+        np.concatenate([p[1] for _, p in parts]),
+        np.concatenate([p[2] + a for a, p in parts]),
+        np.concatenate([p[3] for _, p in parts]),
+        np.concatenate([p[4] for _, p in parts]),
+    )
 
 
 @njit(cache=True, inline="always")
-def _run(params, state, bid, ask, last, low, high, volume, strategy):
+def _run(params, state, quotes, bid, ask, last, low, high, volume, strategy):
     """run_bulk's loop for one strategy (a STRAT_* int, constant where inlined)."""
     n = bid.shape[0]
-    n_slots = QUOTE_SLOTS * int(params[P_LEVELS])
-    quotes = np.zeros((n_slots, 3))
+    n_slots = quotes.shape[0]
     quoted = np.empty((n, 2))
     base = np.empty(n)
     quote = np.empty(n)
@@ -444,18 +485,18 @@ def _run(params, state, bid, ask, last, low, high, volume, strategy):
 
 
 @njit(cache=True)
-def _run_symmetric(params, state, bid, ask, last, low, high, volume):
-    return _run(params, state, bid, ask, last, low, high, volume, STRAT_SYMMETRIC)
+def _run_symmetric(params, state, quotes, bid, ask, last, low, high, volume):
+    return _run(params, state, quotes, bid, ask, last, low, high, volume, STRAT_SYMMETRIC)
 
 
 @njit(cache=True)
-def _run_inventory_skew(params, state, bid, ask, last, low, high, volume):
-    return _run(params, state, bid, ask, last, low, high, volume, STRAT_INVENTORY_SKEW)
+def _run_inventory_skew(params, state, quotes, bid, ask, last, low, high, volume):
+    return _run(params, state, quotes, bid, ask, last, low, high, volume, STRAT_INVENTORY_SKEW)
 
 
 @njit(cache=True)
-def _run_avellaneda_stoikov(params, state, bid, ask, last, low, high, volume):
-    return _run(params, state, bid, ask, last, low, high, volume, STRAT_AVELLANEDA_STOIKOV)
+def _run_avellaneda_stoikov(params, state, quotes, bid, ask, last, low, high, volume):
+    return _run(params, state, quotes, bid, ask, last, low, high, volume, STRAT_AVELLANEDA_STOIKOV)
 
 
 _STEPS = {

@@ -83,7 +83,8 @@ class MarketMaker:
         status: Any = None,
     ):
         """market_path: stream the market rows there (chunked Parquet) instead of keeping them;
-        rules: the exchange's lot / min amount / min notional (ccxt_feed.MarketRules), None = none;
+        rules: the exchange's market rules (ccxt_feed.MarketRules) when params carry them: the log
+            then says when they keep quotes off the book;
         status: a status.StatusBoard told about every cycle."""
         self.pair = pair
         self.params = params
@@ -140,6 +141,8 @@ class MarketMaker:
         self._mid = (bid + ask) / 2.0
         resting = self.quotes.copy()
         buf = np.empty((engine.max_fills(engine.levels_of(self.params)), engine.N_FILL))
+        if self.rules is not None and last > 0.0:
+            self._explain_rules(last)
         n = engine.step(self.params, self.state, self.quotes, bid, ask, last, low, high, volume, buf)
         filled = np.zeros(self.quotes.shape[0])
         instant = self.params[engine.P_FILL_MODEL] == engine.FILL_INSTANT
@@ -153,8 +156,6 @@ class MarketMaker:
                 base=f[engine.F_BASE], quote=f[engine.F_QUOTE], mid=self._mid, fee=fee,
             )
             self._fills.append((ts, side, price, amount, fee, f[engine.F_BASE], f[engine.F_QUOTE]))
-        if self.rules is not None and not instant:
-            self._apply_rules()
         if self.log_quotes:
             for slot in range(resting.shape[0]):
                 left = resting[slot, engine.Q_AMOUNT] - filled[slot]
@@ -178,31 +179,21 @@ class MarketMaker:
                                initial=float(self.params[engine.P_CAPITAL]), fills=len(self._fills), errors=self.errors,
                                data_ts_ms=ts, source=getattr(self.feed, "source", ""))
 
-    def _apply_rules(self) -> None:
-        """Make the new quotes acceptable to the exchange: amounts down to its lot; a quote below
-        its minimum amount or notional is not placed (and the log says why, once per reason)."""
-        lot, min_amount, min_notional = self.rules.lot, self.rules.min_amount, self.rules.min_notional
-        reasons = []
-        for slot in range(self.quotes.shape[0]):
-            amount = float(self.quotes[slot, engine.Q_AMOUNT])
-            if amount <= 0.0:
-                continue
-            price = float(self.quotes[slot, engine.Q_PRICE])
-            if lot > 0.0:
-                # floor to the grid; the 1e-9 absorbs float error on amounts already on it
-                amount = round(math.floor(amount / lot + 1e-9) * lot, 12)
-                self.quotes[slot, engine.Q_AMOUNT] = amount
-            side = SIDE_NAME.get(float(self.quotes[slot, engine.Q_SIDE]), "?")
-            if amount < min_amount or amount <= 0.0:
-                reasons.append(f"{side} {amount:g} below the minimum amount {min_amount:g}")
-            elif price * amount < min_notional:
-                reasons.append(f"{side} notional {price * amount:.2f} below the minimum {min_notional:g}")
-            else:
-                continue
-            self.quotes[slot, engine.Q_AMOUNT] = 0.0
-        reason = "; ".join(reasons)
+    def _explain_rules(self, last: float) -> None:
+        """Say (once per change) when the exchange's minimums keep the nominal order size from being
+        quoted; the kernel applies the rules themselves (engine.P_LOT, P_MIN_AMOUNT, P_MIN_NOTIONAL)."""
+        p = self.params
+        lot, min_amount, min_notional = p[engine.P_LOT], p[engine.P_MIN_AMOUNT], p[engine.P_MIN_NOTIONAL]
+        size = p[engine.P_CAPITAL] * min(p[engine.P_ORDER_SIZE_PCT], p[engine.P_MAX_EXPOSURE]) / last
+        if lot > 0.0:
+            size = math.floor(size / lot + 1e-9) * lot
+        reason = ""
+        if size <= 0.0 or size < min_amount:
+            reason = f"order size {size:.8g} below the exchange's minimum amount {min_amount:g}"
+        elif size * last < min_notional:
+            reason = f"order value {size * last:.2f} below the exchange's minimum notional {min_notional:g}"
         if reason and reason != self._skip_reason:
-            log.warning("%s: quote not placed: %s (the exchange would reject it)", self.pair, reason)
+            log.warning("%s: quotes not placed: %s (the exchange would reject them)", self.pair, reason)
         self._skip_reason = reason
 
     async def run(self) -> PairOutcome:

@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from hydra import compose, initialize_config_dir
@@ -209,8 +210,7 @@ def test_fallback_serves_while_the_primary_is_down(fake, tmp_path):
 
 
 def test_a_recorded_session_replays_with_identical_fills(fake, tmp_path):
-    # no lot grid here: the backtest kernel has no lot rounding (see test_lot_and_min_notional)
-    fake.markets["BTCUSDT"] = ("BTC", "USDT", 0.01, 0.0, 0.0)
+    # the market's rules (tick 0.01, lot 0.00001, min notional 5) travel in market.json
     paper_dir, replay_dir = tmp_path / "paper", tmp_path / "replay"
     with TradePrinter(fake):
         paper = run(paper_cfg(fake, "run.max_ticks=40", "intervals.quote_s=0.03"), paper_dir)
@@ -236,7 +236,8 @@ def test_lot_and_min_notional(fake, tmp_path, caplog):
     assert small["ticks"] == 2
     assert "QUOTE" not in read_events(tmp_path / "small" / "events.csv")["event_type"].to_list()
     said = [r.getMessage() for r in caplog.records if "not placed" in r.getMessage()]
-    assert said == ["BTC/USDT: quote not placed: buy notional 3.60 below the minimum 5 (the exchange would reject it)"]
+    assert said == ["BTC/USDT: quotes not placed: order value 3.60 below the exchange's minimum notional 5 "
+                    "(the exchange would reject them)"]
 
 
 # ------------------------------------------------------------------ stops
@@ -271,7 +272,7 @@ def test_a_signal_stops_cleanly_even_during_a_hanging_request(fake, tmp_path, si
                 proc.kill()
     assert proc.returncode == 0, stderr
     s = json.loads((out / "summary.json").read_text())
-    assert s["status"] == "stopped" and s["ticks"] >= 3
+    assert s["status"] == "stopped" and s["ticks"] >= 2  # 3 quotes: at least 2 cycles
     rows = assert_complete_csv(out / "events.csv")
     assert rows[-1][1] == "CANCEL" and rows[-1][11] == "stopped"  # quotes pulled on the way out
     assert pl.read_parquet(out / "market.parquet").height == s["ticks"]  # closed properly
@@ -331,3 +332,21 @@ def test_status_logs_periodically_off_a_terminal(caplog):
         clock[0] += 1.0
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("status ")]
     assert len(lines) == 4  # at 0, 30, 60 and 90 s
+
+
+@pytest.mark.parametrize(
+    "lot, min_amount, min_notional, want",
+    [(0.0, 0.0, 0.0, 10000 * 0.01 / 60000.0), (0.001, 0.0, 0.0, 0.001), (0.00001, 0.0, 0.0, 0.00166),
+     (0.001, 0.0, 60.0, 0.0), (0.001, 0.002, 0.0, 0.0)],
+)
+def test_the_kernel_quotes_whole_lots_above_the_minimums(lot, min_amount, min_notional, want):
+    from mmrun import engine
+
+    p = engine.make_params(0.002, 0.01, 0.2, 10000.0, 0.0, "touch", None, 0.01,
+                           lot=lot, min_amount=min_amount, min_notional=min_notional)
+    quotes = engine.empty_quotes()
+    buf = np.empty((engine.max_fills(1), engine.N_FILL))
+    nan = float("nan")
+    engine.step(p, engine.make_state(0.0, 10000.0), quotes, 60000.0, 60000.0, 60000.0, nan, nan, 0.0, buf)
+    # the bid: 59940 x 0.001 = 59.94 quote, under a 60 minimum
+    assert quotes[0, engine.Q_AMOUNT] == want
