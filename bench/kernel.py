@@ -15,7 +15,7 @@ from numba import njit
 from mmrun import engine
 from mmrun.market import ROW_FIELDS
 
-REPEATS = 5
+REPEATS = 10
 
 
 def _columns(rows: Dict[str, np.ndarray]):

@@ -18,11 +18,12 @@ def fake_results(kernel_s=0.025, big_s=2.0, small_s=1.6, peak=420.0):
         "kernel_instant": {"bars": n, "seconds": 0.05, "bars_per_s": n / 0.05, "fills": 2 * n},
         "bare_numba": {"bars": n, "seconds": 0.005, "bars_per_s": n / 0.005},
         "python_start": 0.03,
-        "e2e_big": {"seconds": big_s, "seconds_min": big_s, "seconds_max": big_s, "peak_mb": peak, "repeats": 3},
-        "e2e_small": {"seconds": small_s, "seconds_min": small_s, "seconds_max": small_s, "peak_mb": 230.0, "repeats": 3},
+        "e2e_big": {"seconds": big_s, "seconds_min": big_s, "seconds_max": big_s, "peak_mb": peak, "cpu_seconds": big_s, "repeats": 3},
+        "e2e_small": {"seconds": small_s, "seconds_min": small_s, "seconds_max": small_s, "peak_mb": 230.0, "cpu_seconds": small_s, "repeats": 3},
         "python_loop": {"bars": n, "seconds": 0.4, "bars_per_s": n / 0.4},
         "pandas": {"bars": 200_000, "seconds": 2.5, "bars_per_s": 80_000.0},
         "load_end": (0.1, 0.2, 0.3),
+        "phases": {"whole command": 2.5, "report.png": None},
     }
 
 
@@ -34,6 +35,7 @@ def test_report_states_each_target_and_the_ratios():
     assert "| original style: pandas `iterrows` (first 200,000 bars) | 80 k | 250 x faster |" in text
     assert "| bare numba loop, no logging (the ceiling) | 200.0 M | 10.0 x slower |" in text
     assert "Test CPU, 2 cores, 8.0 GB RAM" in text
+    assert "| whole command | 2.500 |" in text and "| report.png | - |" in text
     slow = run_all.report(fake_results(kernel_s=0.05, big_s=3.2, small_s=2.0, peak=600.0))
     assert slow.count("**missed**") == 4
 
