@@ -8,7 +8,7 @@ from typing import Dict, List
 import numpy as np
 import polars as pl
 
-from mmrun import engine
+from mmrun import engine, progress
 from mmrun.maker import PairOutcome
 from mmrun.market import ROW_FIELDS
 from mmrun.record import EQUITY_SCHEMA, events_frame, frame
@@ -57,7 +57,12 @@ def run_backtest(pair: str, params: np.ndarray, state: np.ndarray, rows: Dict[st
     ts = np.ascontiguousarray(rows["ts_ms"], dtype=np.int64)
     cols = [np.ascontiguousarray(rows[k], dtype=np.float64) for k in ROW_FIELDS[1:]]
     bid, ask = cols[0], cols[1]
-    quoted, fills, fill_rows, base, quote = engine.run_bulk(params, state, *cols)
+    bar = progress.bar(len(ts), f"backtest {pair}") if len(ts) >= progress.LONG_ROWS else None
+    try:
+        quoted, fills, fill_rows, base, quote = engine.run_bulk(params, state, *cols, progress=bar and bar.update)
+    finally:
+        if bar is not None:
+            bar.close()
     mid = (bid + ask) / 2.0
     equity = frame(
         {

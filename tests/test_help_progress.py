@@ -1,0 +1,81 @@
+"""`python -m mmrun --help`, and progress bars: shown on a terminal only, never changing results."""
+
+import io
+import multiprocessing
+
+import numpy as np
+import pytest
+
+from clirun import run_mmrun
+from mmrun import engine, progress
+
+
+def test_help_lists_groups_with_options_and_common_keys():
+    proc = run_mmrun("--help")
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert "strategy: avellaneda_stoikov, inventory_skew, symmetric" in text
+    assert "fills: instant, touch" in text
+    assert "exchange: binance, bybit, coinbase, kraken, okx, sim" in text
+    for key in ("pair=BTC/USDT", "spread=0.002", "capital=10000", "mode=paper", "run.max_ticks", "data.path",
+                "strategy.min_profit_threshold", "strategy.levels", "exchange.api_url", "fees.maker"):
+        assert key in text, key
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_no_bar_when_stderr_is_not_a_terminal(monkeypatch):
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    assert not progress.wanted() and progress.bar(10, "x") is None
+
+
+def test_a_bar_on_a_terminal(monkeypatch):
+    term = FakeTerminal()
+    monkeypatch.setattr("sys.stderr", term)
+    bar = progress.bar(10, "backtest X/Y")
+    assert bar is not None
+    bar.update(10)
+    bar.close()
+    assert "backtest X/Y" in term.getvalue()
+
+
+def _child_wants(queue):
+    import sys
+
+    sys.stderr = FakeTerminal()
+    queue.put(progress.wanted())
+
+
+def test_no_bar_in_a_worker_process():
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_wants, args=(queue,))
+    child.start()
+    try:
+        assert queue.get(timeout=60) is False
+    finally:
+        child.join(timeout=60)
+
+
+@pytest.mark.parametrize("strategy", ["symmetric", "avellaneda_stoikov"])
+def test_run_bulk_in_chunks_gives_the_same_results(strategy):
+    rng = np.random.default_rng(5)
+    n = 5_003
+    mid = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
+    cols = [mid - 0.01, mid + 0.01, mid, mid * (1 - np.abs(rng.normal(0, 0.002, n))),
+            mid * (1 + np.abs(rng.normal(0, 0.002, n))), rng.lognormal(0, 1, n)]
+    p = engine.make_params(0.002, 0.05, 0.2, 10_000.0, 0.0005, "touch", None, 0.01, strategy=strategy, levels=2,
+                           min_profit_threshold=0.0)
+    one_state = engine.make_state(5.0, 9_000.0)
+    one = engine.run_bulk(p, one_state, *cols)
+    done = []
+    chunked_state = engine.make_state(5.0, 9_000.0)
+    chunked = engine.run_bulk(p, chunked_state, *cols, progress=done.append, chunk_rows=1000)
+    assert done == [1000] * 5 + [3]
+    for a, b in zip(one, chunked):
+        assert np.array_equal(a, b, equal_nan=True)
+    assert np.array_equal(one_state, chunked_state)
+    assert len(one[1]) > 100
