@@ -100,9 +100,16 @@ class MarketMaker:
         self.quotes = engine.empty_quotes(engine.levels_of(params))
         self.errors = 0
         self.ticks = 0
-        self._fills = DrainableRows(("ts_ms", "side", "price", "amount", "fee", "base", "quote"))
-        self._equity = DrainableRows(EQUITY_SCHEMA)
-        self._market = RowBuffer(MARKET_SCHEMA) if market_path is None else MarketRecorder(market_path)
+        if market_path is None:
+            self._fills, self._equity = RowBuffer(FILL_COLUMNS), RowBuffer(EQUITY_SCHEMA)
+            self._market = RowBuffer(MARKET_SCHEMA)
+        else:
+            # everything recorded per cycle goes to disk in chunks: memory stays flat however long
+            # the run; equity and fills are read back at the end (temporary files beside market.parquet)
+            folder = Path(market_path).parent
+            self._fills = ParquetRows(folder / ".fills.part.parquet", FILL_COLUMNS)
+            self._equity = ParquetRows(folder / ".equity.part.parquet", EQUITY_SCHEMA)
+            self._market = ParquetRows(market_path, MARKET_SCHEMA)
         self.rules = rules
         self.status = status
         self._skip_reason = ""
@@ -256,69 +263,63 @@ class MarketMaker:
         return _STOPPED
 
     def outcome(self, status: str) -> PairOutcome:
-        """The run's frames. The row buffers are handed over (emptied) one at a time, each released
-        before the next copy is made, so a long run's memory peak stays near one copy of its rows."""
-        equity = frame(self._equity.drain_columns(), EQUITY_SCHEMA)
-        fills_df = fills_frame(*self._fills.drain_columns().values())
+        """The run's frames (equity and fills read back when they were spilled to disk)."""
+        if isinstance(self._equity, ParquetRows):
+            equity = self._equity.read_back()
+            fills = self._fills.read_back().with_columns(
+                pl.col("ts_ms").cast(pl.Int64),
+                pl.when(pl.col("side") > 0).then(pl.lit("buy")).otherwise(pl.lit("sell")).alias("side"),
+            )
+        else:
+            eq, f = self._equity.array(), self._fills.array()
+            equity = frame({c: eq[:, i] for i, c in enumerate(EQUITY_SCHEMA)}, EQUITY_SCHEMA)
+            fills = fills_frame(*(f[:, i] for i in range(len(FILL_COLUMNS))))
         return PairOutcome(
             pair=self.pair,
             status=status,
             equity=equity,
-            fills=fills_df,
+            fills=fills,
             market=self._market_frame(),
             errors=self.errors,
             fingerprint=self._hash.hexdigest(),
         )
 
-
     def close_recording(self) -> None:
-        """Finish market.parquet if the rows are streamed (idempotent)."""
-        if isinstance(self._market, MarketRecorder):
-            self._market.close()
+        """Finish the files the rows are streamed to (idempotent)."""
+        for rows in (self._market, self._equity, self._fills):
+            if isinstance(rows, ParquetRows):
+                rows.close()
 
     def _market_frame(self) -> Optional[pl.DataFrame]:
         """The market rows as a frame, or None when they were streamed to market.parquet."""
-        if isinstance(self._market, MarketRecorder):
+        if isinstance(self._market, ParquetRows):
             self._market.close()
             return None
         return frame({c: self._market.array()[:, i] for i, c in enumerate(MARKET_SCHEMA)}, MARKET_SCHEMA)
 
 
-class DrainableRows(RowBuffer):
-    """A RowBuffer whose rows can be handed over column by column, each chunk released as soon as
-    it is copied: the peak stays near one copy of the rows instead of two (long paper runs)."""
-
-    def drain_columns(self) -> dict:
-        chunks = self._done + [self._cur[: self._n]]
-        self._done, self._cur, self._n = [], np.empty((0, len(self.columns))), 0
-        cols = {c: np.empty(sum(len(ch) for ch in chunks)) for c in self.columns}
-        at = 0
-        while chunks:
-            ch = chunks.pop(0)
-            for i, c in enumerate(self.columns):
-                cols[c][at : at + len(ch)] = ch[:, i]
-            at += len(ch)
-            del ch
-        return cols
+FILL_COLUMNS = ("ts_ms", "side", "price", "amount", "fee", "base", "quote")  # side: +1 buy, -1 sell
 
 
 _STOPPED = object()  # what _fetch returns when a stop request won the race
 
 
-class MarketRecorder:
-    """market.parquet written while the run goes: a row group every `chunk` rows, so memory stays
-    bounded however long the run. The file is complete (readable) once close() has run."""
+class ParquetRows:
+    """Float rows (first column ts_ms, written as Int64) appended to a Parquet file while the run
+    goes: a row group every `chunk` rows, so memory stays bounded however long the run. The file
+    is complete (readable) once close() has run; NaN is written as null, as record.frame does."""
 
-    def __init__(self, path: Path, chunk: int = 4096):
+    def __init__(self, path: Path, columns, chunk: int = 4096):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         self.path = Path(path)
         self.chunk = chunk
         self._pa = pa
-        self._schema = pa.schema([(c, pa.int64() if c == "ts_ms" else pa.float64()) for c in MARKET_SCHEMA])
-        self._writer = pq.ParquetWriter(self.path, self._schema, write_statistics=False)
-        self._rows = np.empty((chunk, len(MARKET_SCHEMA)))
+        self._schema = pa.schema([(c, pa.int64() if c == "ts_ms" else pa.float64()) for c in columns])
+        # no dictionary encoding: float market data rarely repeats, and its buffers cost memory
+        self._writer = pq.ParquetWriter(self.path, self._schema, write_statistics=False, use_dictionary=False)
+        self._rows = np.empty((chunk, len(columns)))
         self._n = 0
         self.count = 0
 
@@ -347,6 +348,13 @@ class MarketRecorder:
             self._flush()
             self._writer.close()
             self._writer = None
+
+    def read_back(self) -> pl.DataFrame:
+        """Close, read the rows as a frame, and delete the file (for temporary spills)."""
+        self.close()
+        df = pl.read_parquet(self.path)
+        self.path.unlink()
+        return df
 
 
 def fills_frame(ts_ms, side, price, amount, fee, base, quote) -> pl.DataFrame:
