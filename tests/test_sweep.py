@@ -193,6 +193,16 @@ def test_grid_sweep_runs_in_parallel_and_writes_the_report(grid_sweep):
         assert summary["seed"] == 42 and len(summary["data_fingerprint"]) == 64
 
 
+def test_every_numeric_summary_metric_is_an_allowed_objective(grid_sweep):
+    from mmrun.config import OBJECTIVES
+
+    d, _ = grid_sweep
+    summary = json.loads((d / "0" / "summary.json").read_text())
+    parameters = {"seed", "spread", "capital", "fee_maker"}  # echoed settings, not results
+    numeric = {k for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)} - parameters
+    assert numeric - set(OBJECTIVES) == set(), "add the new summary metric(s) to mmrun.config.OBJECTIVES"
+
+
 def test_a_failed_job_is_a_failed_row_and_the_others_are_kept(tmp_path: Path):
     d = tmp_path / "sweep"
     r = _sweep(d, "spread=0.002,0")
