@@ -186,6 +186,13 @@ class MarketMaker:
                                initial=float(self.params[engine.P_CAPITAL]), fills=len(self._fills), errors=self.errors,
                                data_ts_ms=ts, source=getattr(self.feed, "source", ""))
 
+    def warm_up(self) -> None:
+        """Compile the kernel now (a throwaway cycle on copies): on a cold numba cache the first
+        cycle would otherwise quote on data fetched before a compile of many seconds."""
+        nan = math.nan
+        buf = np.empty((engine.max_fills(engine.levels_of(self.params)), engine.N_FILL))
+        engine.step(self.params, self.state.copy(), self.quotes.copy(), 1.0, 1.0, 1.0, nan, nan, 0.0, buf)
+
     def _explain_rules(self, last: float) -> None:
         """Say (once per change) when the exchange's minimums keep the nominal order size from being
         quoted; the kernel applies the rules themselves (engine.P_LOT, P_MIN_AMOUNT, P_MIN_NOTIONAL)."""

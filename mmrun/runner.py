@@ -109,6 +109,9 @@ async def _run_paper(cfg: Any, specs: List[PairSpec], dirs: Dict[str, Path]) -> 
                     status=board,
                 )
             )
+        if live:
+            for m in makers:
+                m.warm_up()
         return list(await asyncio.gather(*(m.run() for m in makers)))
     finally:
         for m in makers:
