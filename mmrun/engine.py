@@ -26,6 +26,7 @@ from mmrun.strategy import (
     STRAT_INVENTORY_SKEW,
     STRAT_SYMMETRIC,
     STRATEGY_IDS,
+    arrival_spread,
     avellaneda_stoikov_anchor,
     base_share,
     grid_scale,
@@ -64,7 +65,8 @@ P_VOL_ALPHA = 24  # weight of the newest squared return in the volatility EWMA, 
 P_LOT = 25  # exchange amount grid, base units: amounts are floored to it; 0 = none
 P_MIN_AMOUNT = 26  # exchange minimum order amount, base units: smaller quotes are not placed; 0 = none
 P_MIN_NOTIONAL = 27  # exchange minimum order value, quote currency: smaller quotes are not placed; 0 = none
-N_PARAMS = 28
+P_AS_ARRIVAL = 28  # avellaneda_stoikov: (2 / gamma) ln(1 + gamma / kappa), the spread's arrival term
+N_PARAMS = 29
 
 FILL_TOUCH = 0.0
 FILL_INSTANT = 1.0
@@ -78,7 +80,7 @@ S_BUYS = 4
 S_SELLS = 5
 S_CYCLES = 6  # cycles stepped so far
 S_PREV_MID = 7  # mid of the previous cycle (volatility estimate), 0 = none yet
-S_VAR = 8  # EWMA of squared log mid returns per cycle
+S_VAR = 8  # EWMA of squared mid returns per cycle
 S_RETURNS = 9  # returns seen by the estimate
 N_STATE = 10
 
@@ -98,6 +100,7 @@ F_BASE = 5  # base balance after the fill
 F_QUOTE = 6  # quote balance after the fill
 N_FILL = 7
 CHUNK_ROWS = 4096  # run_bulk sizes its fill buffer once per chunk of rows
+MAX_RESERVED_FILLS = 1 << 26  # fill rows reserved up front at most (3.5 GB of address space)
 MAX_FILLS_PER_STEP = QUOTE_SLOTS + 1  # fill rows step needs with one level (max_fills(levels) in general)
 
 
@@ -159,6 +162,7 @@ def make_params(
     p[P_MIN_SPREAD] = min_spread
     p[P_DT_S] = dt_s
     p[P_VOL_ALPHA] = 2.0 / (vol_window + 1.0)
+    p[P_AS_ARRIVAL] = arrival_spread(gamma, kappa)
     p[P_LOT] = lot
     p[P_MIN_AMOUNT] = min_amount
     p[P_MIN_NOTIONAL] = min_notional
@@ -242,13 +246,15 @@ def _settle(fills, nf, slot, hit, side, price, amount, fee_rate, base, quote, fe
 
 @njit(cache=True)
 def _volatility(prev_mid, var, returns, mid, alpha):
-    """EWMA of squared log mid returns per cycle: (prev_mid, var, returns) after seeing `mid`.
+    """EWMA of squared mid returns per cycle: (prev_mid, var, returns) after seeing `mid`.
 
-    The first return seeds the average; an unknown mid (<= 0 or NaN) changes nothing.
+    Simple returns, mid / prev_mid - 1 (at a cycle's scale the same as log returns, and no
+    log per cycle). The first return seeds the average; an unknown mid (<= 0 or NaN) changes
+    nothing.
     """
     known = mid > 0.0
     counted = known and prev_mid > 0.0
-    r = math.log(mid / prev_mid) if counted else 0.0
+    r = mid / prev_mid - 1.0 if counted else 0.0
     r2 = r * r
     new_var = r2 if returns == 0.0 else var + alpha * (r2 - var)
     var = new_var if counted else var
@@ -282,35 +288,19 @@ def step(params, state, quotes, bid, ask, last, low, high, volume, fills, start=
     """
     if fills.shape[0] < start + quotes.shape[0] + 1:
         raise ValueError("step: the fills buffer needs start + max_fills(levels) rows")
-    return _STEPS[int(params[P_STRATEGY])](params, state, quotes, bid, ask, last, low, high, volume, fills, start)
+    return _STEPS[_variant(params)](params, state, quotes, bid, ask, last, low, high, volume, fills, start)
 
 
-# One compiled function per strategy, each inlining the same cycle with the strategy as a
-# constant, so the compiler drops the other strategies' code from the loop (symmetric then
-# runs as lean as the original rule) and only the strategy in use is ever compiled.
-
-
-@njit(cache=True)
-def _step_symmetric(params, state, quotes, bid, ask, last, low, high, volume, fills, start):
-    return _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, STRAT_SYMMETRIC)
-
-
-@njit(cache=True)
-def _step_inventory_skew(params, state, quotes, bid, ask, last, low, high, volume, fills, start):
-    return _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, STRAT_INVENTORY_SKEW)
-
-
-@njit(cache=True)
-def _step_avellaneda_stoikov(params, state, quotes, bid, ask, last, low, high, volume, fills, start):
-    return _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, STRAT_AVELLANEDA_STOIKOV)
+def _variant(params) -> tuple[int, bool]:
+    """(strategy, instant): the constants the kernel is specialised on."""
+    return int(params[P_STRATEGY]), bool(params[P_FILL_MODEL] == FILL_INSTANT)
 
 
 @njit(cache=True, inline="always")
-def _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, strategy):
-    """The body of `step` (strategy: a STRAT_* int, a constant wherever this is inlined)."""
+def _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, strategy, instant):
+    """The body of `step` (strategy: a STRAT_* int, instant: the fill model; both constants)."""
     n_slots = quotes.shape[0]
     fee_rate = params[P_FEE_MAKER]
-    instant = params[P_FILL_MODEL] == FILL_INSTANT
     cap_frac = params[P_PARTICIPATION]
     base = state[S_BASE]
     quote = state[S_QUOTE]
@@ -319,7 +309,7 @@ def _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, star
     buys = state[S_BUYS]
     sells = state[S_SELLS]
     nf = start
-    for slot in range(n_slots):
+    for slot in range(0 if instant else n_slots):  # under `instant` nothing rests
         side = quotes[slot, Q_SIDE]
         price = quotes[slot, Q_PRICE]
         amount = quotes[slot, Q_AMOUNT]
@@ -347,7 +337,7 @@ def _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, star
         dt_s = params[P_DT_S]
         tau = _horizon_left(params[P_HORIZON_S], params[P_ROLLING] != 0.0, cycle, dt_s)
         a = avellaneda_stoikov_anchor(
-            bid, ask, base_share(base, quote, mid), params[P_TARGET_SHARE], params[P_GAMMA], params[P_KAPPA],
+            bid, ask, base_share(base, quote, mid), params[P_TARGET_SHARE], params[P_GAMMA], params[P_AS_ARRIVAL],
             var / dt_s, tau, params[P_MIN_SPREAD],
         )
     else:
@@ -382,9 +372,10 @@ def _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, star
         rest = ok and not instant
         free_quote = free_quote - need if rest and is_buy else free_quote
         free_base = free_base - amount if rest and not is_buy else free_base
-        base, quote, fees, traded, buys, sells, nf = _settle(
-            fills, nf, slot, ok and instant, side, price, amount, fee_rate, base, quote, fees, traded, buys, sells
-        )
+        if instant:  # a constant: only one fill model's code is compiled
+            base, quote, fees, traded, buys, sells, nf = _settle(
+                fills, nf, slot, ok, side, price, amount, fee_rate, base, quote, fees, traded, buys, sells
+            )
         quotes[slot, Q_AMOUNT] = amount if rest else 0.0
 
     state[S_BASE] = base
@@ -413,19 +404,23 @@ def run_bulk(params, state, bid, ask, last, low, high, volume, quotes=None, prog
     """
     if quotes is None:
         quotes = empty_quotes(levels_of(params))
-    run = _RUNS[int(params[P_STRATEGY])]
+    variant = _variant(params)
     n = len(bid)
+
+    def run(*cols):
+        return _RUNS[variant](params, state, quotes, *cols)
+
     if progress is None:
-        return run(params, state, quotes, bid, ask, last, low, high, volume)
+        return run(bid, ask, last, low, high, volume)
     step_rows = max(1, int(chunk_rows or -(-n // 100)))
     parts = []
     for a in range(0, n, step_rows):
         b = min(n, a + step_rows)
-        part = run(params, state, quotes, bid[a:b], ask[a:b], last[a:b], low[a:b], high[a:b], volume[a:b])
+        part = run(bid[a:b], ask[a:b], last[a:b], low[a:b], high[a:b], volume[a:b])
         parts.append((a, part))
         progress(b - a)
     if not parts:
-        return run(params, state, quotes, bid, ask, last, low, high, volume)
+        return run(bid, ask, last, low, high, volume)
     return (
         np.concatenate([p[0] for _, p in parts]),
         np.concatenate([p[1] for _, p in parts]),
@@ -436,18 +431,23 @@ def run_bulk(params, state, bid, ask, last, low, high, volume, quotes=None, prog
 
 
 @njit(cache=True, inline="always")
-def _run(params, state, quotes, bid, ask, last, low, high, volume, strategy):
-    """run_bulk's loop for one strategy (a STRAT_* int, constant where inlined)."""
+def _run(params, state, quotes, bid, ask, last, low, high, volume, strategy, instant):
+    """run_bulk's loop for one strategy and fill model (constants, see _step_kernel)."""
     n = bid.shape[0]
     n_slots = quotes.shape[0]
     quoted = np.empty((n, 2))
     base = np.empty(n)
     quote = np.empty(n)
-    cap = max(CHUNK_ROWS * n_slots + 1, n // 2)
+    # every quote filling is the worst case; reserving it costs only address space (pages
+    # are touched as fills arrive), and saves growing and copying under `instant`
+    worst = n * n_slots + 1
+    # every quote filling is the worst case; reserving it costs only address space (pages
+    # are touched as fills arrive), and saves growing and copying under `instant`
+    worst = n * n_slots + 1
+    cap = worst if worst <= MAX_RESERVED_FILLS else max(CHUNK_ROWS * n_slots + 1, n // 2)
     fills = np.empty((cap, N_FILL))
     fill_rows = np.empty(cap, dtype=np.int64)
     k = 0
-    instant = params[P_FILL_MODEL] == FILL_INSTANT
     for c0 in range(0, n, CHUNK_ROWS):
         c1 = min(n, c0 + CHUNK_ROWS)
         # room for the worst case of the whole chunk (every quote fills), so the row loop
@@ -462,7 +462,8 @@ def _run(params, state, quotes, bid, ask, last, low, high, volume, strategy):
             grown_rows[:k] = fill_rows[:k]
             fill_rows = grown_rows
         for i in range(c0, c1):
-            m = _cycle(params, state, quotes, bid[i], ask[i], last[i], low[i], high[i], volume[i], fills, k, strategy)
+            m = _cycle(params, state, quotes, bid[i], ask[i], last[i], low[i], high[i], volume[i], fills, k, strategy,
+                       instant)
             # best bid and ask placed: what rests (touch) or what this row executed (instant:
             # fills[k:k + m], nothing rested before them)
             best_bid = np.nan
@@ -484,28 +485,85 @@ def _run(params, state, quotes, bid, ask, last, low, high, volume, strategy):
     return quoted, fills[:k], fill_rows[:k], base, quote
 
 
-@njit(cache=True)
-def _run_symmetric(params, state, quotes, bid, ask, last, low, high, volume):
-    return _run(params, state, quotes, bid, ask, last, low, high, volume, STRAT_SYMMETRIC)
+# The kernel is compiled once per (strategy, fill model) used, each variant inlining the same
+# cycle with both as constants: the compiler drops the other strategies' code and the other
+# fill model's loop, so each runs as lean as a hand-written loop. Only the variants a run
+# uses are compiled (then cached on disk).
 
 
 @njit(cache=True)
-def _run_inventory_skew(params, state, quotes, bid, ask, last, low, high, volume):
-    return _run(params, state, quotes, bid, ask, last, low, high, volume, STRAT_INVENTORY_SKEW)
+def _step_symmetric_touch(params, state, quotes, bid, ask, last, low, high, volume, fills, start):
+    return _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, STRAT_SYMMETRIC, False)
 
 
 @njit(cache=True)
-def _run_avellaneda_stoikov(params, state, quotes, bid, ask, last, low, high, volume):
-    return _run(params, state, quotes, bid, ask, last, low, high, volume, STRAT_AVELLANEDA_STOIKOV)
+def _step_symmetric_instant(params, state, quotes, bid, ask, last, low, high, volume, fills, start):
+    return _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, STRAT_SYMMETRIC, True)
+
+
+@njit(cache=True)
+def _step_inventory_skew_touch(params, state, quotes, bid, ask, last, low, high, volume, fills, start):
+    return _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, STRAT_INVENTORY_SKEW, False)
+
+
+@njit(cache=True)
+def _step_inventory_skew_instant(params, state, quotes, bid, ask, last, low, high, volume, fills, start):
+    return _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, STRAT_INVENTORY_SKEW, True)
+
+
+@njit(cache=True)
+def _step_avellaneda_stoikov_touch(params, state, quotes, bid, ask, last, low, high, volume, fills, start):
+    return _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, STRAT_AVELLANEDA_STOIKOV, False)
+
+
+@njit(cache=True)
+def _step_avellaneda_stoikov_instant(params, state, quotes, bid, ask, last, low, high, volume, fills, start):
+    return _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, STRAT_AVELLANEDA_STOIKOV, True)
+
+
+@njit(cache=True)
+def _run_symmetric_touch(params, state, quotes, bid, ask, last, low, high, volume):
+    return _run(params, state, quotes, bid, ask, last, low, high, volume, STRAT_SYMMETRIC, False)
+
+
+@njit(cache=True)
+def _run_symmetric_instant(params, state, quotes, bid, ask, last, low, high, volume):
+    return _run(params, state, quotes, bid, ask, last, low, high, volume, STRAT_SYMMETRIC, True)
+
+
+@njit(cache=True)
+def _run_inventory_skew_touch(params, state, quotes, bid, ask, last, low, high, volume):
+    return _run(params, state, quotes, bid, ask, last, low, high, volume, STRAT_INVENTORY_SKEW, False)
+
+
+@njit(cache=True)
+def _run_inventory_skew_instant(params, state, quotes, bid, ask, last, low, high, volume):
+    return _run(params, state, quotes, bid, ask, last, low, high, volume, STRAT_INVENTORY_SKEW, True)
+
+
+@njit(cache=True)
+def _run_avellaneda_stoikov_touch(params, state, quotes, bid, ask, last, low, high, volume):
+    return _run(params, state, quotes, bid, ask, last, low, high, volume, STRAT_AVELLANEDA_STOIKOV, False)
+
+
+@njit(cache=True)
+def _run_avellaneda_stoikov_instant(params, state, quotes, bid, ask, last, low, high, volume):
+    return _run(params, state, quotes, bid, ask, last, low, high, volume, STRAT_AVELLANEDA_STOIKOV, True)
 
 
 _STEPS = {
-    STRAT_SYMMETRIC: _step_symmetric,
-    STRAT_INVENTORY_SKEW: _step_inventory_skew,
-    STRAT_AVELLANEDA_STOIKOV: _step_avellaneda_stoikov,
+    (STRAT_SYMMETRIC, False): _step_symmetric_touch,
+    (STRAT_SYMMETRIC, True): _step_symmetric_instant,
+    (STRAT_INVENTORY_SKEW, False): _step_inventory_skew_touch,
+    (STRAT_INVENTORY_SKEW, True): _step_inventory_skew_instant,
+    (STRAT_AVELLANEDA_STOIKOV, False): _step_avellaneda_stoikov_touch,
+    (STRAT_AVELLANEDA_STOIKOV, True): _step_avellaneda_stoikov_instant,
 }
 _RUNS = {
-    STRAT_SYMMETRIC: _run_symmetric,
-    STRAT_INVENTORY_SKEW: _run_inventory_skew,
-    STRAT_AVELLANEDA_STOIKOV: _run_avellaneda_stoikov,
+    (STRAT_SYMMETRIC, False): _run_symmetric_touch,
+    (STRAT_SYMMETRIC, True): _run_symmetric_instant,
+    (STRAT_INVENTORY_SKEW, False): _run_inventory_skew_touch,
+    (STRAT_INVENTORY_SKEW, True): _run_inventory_skew_instant,
+    (STRAT_AVELLANEDA_STOIKOV, False): _run_avellaneda_stoikov_touch,
+    (STRAT_AVELLANEDA_STOIKOV, True): _run_avellaneda_stoikov_instant,
 }

@@ -134,6 +134,20 @@ def inventory_skew_anchor(best_bid: float, best_ask: float, spread: float, exces
 
 
 @njit(cache=True)
+def arrival_spread(gamma: float, kappa: float) -> float:
+    """The Avellaneda-Stoikov spread's order-arrival term, (2 / gamma) x ln(1 + gamma / kappa), fraction."""
+    return (2.0 / gamma) * math.log(1.0 + gamma / kappa)
+
+
+@njit(cache=True)
+def reservation_and_spread(mid: float, q: float, gamma: float, arrival: float, sigma2: float, tau: float, min_spread: float):
+    """`avellaneda_stoikov` with the arrival term precomputed (arrival_spread): the kernel's form."""
+    risk = gamma * sigma2 * tau
+    spread = risk + arrival
+    return mid * (1.0 - q * risk), spread if spread >= min_spread else min_spread
+
+
+@njit(cache=True)
 def avellaneda_stoikov(mid: float, q: float, gamma: float, kappa: float, sigma2: float, tau: float, min_spread: float):
     """(reservation price, total spread) of Avellaneda-Stoikov in relative price units.
 
@@ -145,23 +159,21 @@ def avellaneda_stoikov(mid: float, q: float, gamma: float, kappa: float, sigma2:
     spread = gamma x sigma2 x tau + (2 / gamma) x ln(1 + gamma / kappa), at least min_spread
     (fractions of the price). Zero volatility leaves reservation = mid and the arrival term.
     """
-    risk = gamma * sigma2 * tau
-    reservation = mid * (1.0 - q * risk)
-    spread = risk + (2.0 / gamma) * math.log(1.0 + gamma / kappa)
-    if spread < min_spread:
-        spread = min_spread
-    return reservation, spread
+    return reservation_and_spread(mid, q, gamma, arrival_spread(gamma, kappa), sigma2, tau, min_spread)
 
 
 @njit(cache=True)
 def avellaneda_stoikov_anchor(best_bid: float, best_ask: float, share: float, target: float, gamma: float,
-                              kappa: float, sigma2: float, tau: float, min_spread: float):
-    """Both sides anchored at the reservation price, each spread/2 away from it; sizes unchanged."""
+                              arrival: float, sigma2: float, tau: float, min_spread: float):
+    """Both sides anchored at the reservation price, each spread/2 away from it; sizes unchanged.
+
+    arrival: the spread's order-arrival term, arrival_spread(gamma, kappa).
+    """
     mid = 0.5 * (best_bid + best_ask)
     q = share - target
     if not (q == q):
         q = 0.0
-    r, spread = avellaneda_stoikov(mid, q, gamma, kappa, sigma2, tau, min_spread)
+    r, spread = reservation_and_spread(mid, q, gamma, arrival, sigma2, tau, min_spread)
     half = spread / 2.0
     return r, half, r, half, 1.0, 1.0
 
