@@ -113,6 +113,7 @@ class MarketMaker:
         self.rules = rules
         self.status = status
         self._skip_reason = ""
+        self._pulled = False  # quotes were pulled after a failed fetch: nothing rests into the next row
         self._hash = hashlib.sha256()
         self._mid = math.nan
         self._ts = 0
@@ -143,6 +144,12 @@ class MarketMaker:
 
     def cycle(self, row: tuple) -> None:
         """One quote cycle on one market row (ROW_FIELDS order)."""
+        if self._pulled:
+            # Nothing rested through the failure, so the trades reported since the last good row
+            # could fill nothing: record them as "no trades", and a replay of market.parquet (where
+            # the previous row's quotes do rest into this row) fills exactly what this run filled.
+            row = (row[0], row[1], row[2], row[3], math.nan, math.nan, 0.0)
+            self._pulled = False
         ts, bid, ask, last, low, high, volume = row
         self._ts = ts
         self._mid = (bid + ask) / 2.0
@@ -235,6 +242,7 @@ class MarketMaker:
                 log.warning("%s: market data failed (%s); retrying in %ss", self.pair, note, self.error_s)
                 self.events.write(now, "ERROR", self.pair, note=note)
                 self.pull_quotes(now, "market data failed")
+                self._pulled = True
                 if self.status is not None:
                     self.status.error(self.pair, self.errors, note)
                 await self.clock.sleep(self.error_s)

@@ -212,9 +212,11 @@ def test_fallback_serves_while_the_primary_is_down(fake, tmp_path):
 def test_a_recorded_session_replays_with_identical_fills(fake, tmp_path):
     # the market's rules (tick 0.01, lot 0.00001, min notional 5) travel in market.json
     paper_dir, replay_dir = tmp_path / "paper", tmp_path / "replay"
+    fake.fail("ok", n=20, path="ticker")
+    fake.fail("503", n=4, path="ticker")  # two failed cycles mid-session: their quotes are pulled
     with TradePrinter(fake):
         paper = run(paper_cfg(fake, "run.max_ticks=40", "intervals.quote_s=0.03"), paper_dir)
-    assert paper["errors"] == 0 and paper["trades"] >= 4 and paper["buys"] >= 1 and paper["sells"] >= 1
+    assert paper["errors"] == 2 and paper["trades"] >= 4 and paper["buys"] >= 1 and paper["sells"] >= 1
     cfg = paper_cfg(fake, "mode=backtest", f"data.path={paper_dir / 'market.parquet'}")
     replay = run(cfg, replay_dir)
     for key in ("trades", "buys", "sells", "final_value", "final_base", "final_quote", "fees", "volume_quote",
