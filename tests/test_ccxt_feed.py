@@ -366,3 +366,23 @@ def test_feed_falls_back_to_the_next_source_and_says_which_served(fake):
     assert (a[0][1], a[1]) == (60000.0, f"binance@{fake.url}")
     assert (b[0][1], b[1]) == (61000.0, f"binance@{backup.url}")
     assert (c[0][1], c[1]) == (60000.0, f"binance@{fake.url}")
+
+
+@pytest.mark.parametrize("exchange_id", ["binance", "coinbase", "kraken", "okx", "bybit"])
+def test_every_configured_exchange_is_pointed_at_the_api_url(exchange_id):
+    async def go():
+        c = ExchangeClient(exchange_id, api_url="http://127.0.0.1:9/gw")
+        try:
+            return c.client.urls["api"]
+        finally:
+            await c.close()
+
+    def leaves(node):
+        if isinstance(node, dict):
+            for v in node.values():
+                yield from leaves(v)
+        elif isinstance(node, str):
+            yield node
+
+    urls = list(leaves(run(go())))
+    assert urls and all(u.startswith(("http://127.0.0.1:9/gw", "ws://127.0.0.1:9/gw")) for u in urls), urls
