@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -54,19 +55,26 @@ def sweep_command(data_path: Path, sweep_dir: Path, *launcher: str) -> list:
     ]
 
 
+def _children_cpu() -> float:
+    u = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return u.ru_utime + u.ru_stime
+
+
 def timed_sweep(data_path: Path, *launcher: str) -> dict:
-    """Wall seconds of one whole sweep command, and the mean of its jobs' own wall times."""
+    """Wall and CPU seconds (all processes) of one whole sweep command, its jobs' mean own wall time."""
     out = Path(tempfile.mkdtemp(prefix="mmrun-bench-sweep-"))
     try:
+        cpu, load = _children_cpu(), os.getloadavg()[0]
         t = time.perf_counter()
         res = subprocess.run(sweep_command(data_path, out / "s", *launcher), cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - t
+        cpu = _children_cpu() - cpu
         if res.returncode != 0:
             raise RuntimeError(f"sweep failed ({res.returncode}): {res.stderr.strip()[-2000:]}")
         jobs = [json.loads((out / "s" / str(i) / "run_info.json").read_text())["wall_clock_seconds"] for i in range(JOBS)]
         if not (out / "s" / "sweep_summary.csv").is_file():
             raise RuntimeError("the sweep wrote no sweep_summary.csv")
-        return {"seconds": wall, "job_seconds": statistics.mean(jobs)}
+        return {"seconds": wall, "cpu_seconds": cpu, "job_seconds": statistics.mean(jobs), "load": load}
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -115,12 +123,14 @@ def section(r: dict) -> str:
             f"{BARS:,}-bar Parquet file (bench/data.py), each command timed from process start to exit, "
             "report included.",
             "",
-            "| sweep | wall time | per job (wall / jobs) | a job's own time (run_info.json, mean) | per-job overhead beyond the kernel |",
-            "|---|---|---|---|---|",
-            f"| joblib, {w} workers (the default) | {par['seconds']:.2f} s | {par['seconds'] / JOBS:.3f} s "
-            f"| {par['job_seconds']:.3f} s | {over_par:.3f} s per worker-job |",
-            f"| one at a time (hydra/launcher=basic) | {ser['seconds']:.2f} s | {ser['seconds'] / JOBS:.3f} s "
-            f"| {ser['job_seconds']:.3f} s | {over_ser:.3f} s |",
+            "| sweep | wall time | CPU time (all processes) | per job (wall / jobs) | a job's own time "
+            "(run_info.json, mean) | per-job overhead beyond the kernel | load average at start |",
+            "|---|---|---|---|---|---|---|",
+            f"| joblib, {w} workers (the default) | {par['seconds']:.2f} s | {par['cpu_seconds']:.2f} s "
+            f"| {par['seconds'] / JOBS:.3f} s | {par['job_seconds']:.3f} s | {over_par:.3f} s per worker-job "
+            f"| {par['load']:.2f} |",
+            f"| one at a time (hydra/launcher=basic) | {ser['seconds']:.2f} s | {ser['cpu_seconds']:.2f} s "
+            f"| {ser['seconds'] / JOBS:.3f} s | {ser['job_seconds']:.3f} s | {over_ser:.3f} s | {ser['load']:.2f} |",
             "",
             f"- speedup of the parallel sweep: **{speedup:.2f}x** on {w} cores (target >= {TARGET_SPEEDUP}x: {ok})",
             f"- one backtest's kernel time (engine.run_bulk, {r['kernel']['bars']:,} bars, best of 5): {k:.3f} s",
