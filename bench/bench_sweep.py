@@ -136,7 +136,17 @@ def section(r: dict) -> str:
             f"- one backtest's kernel time (engine.run_bulk, {r['kernel']['bars']:,} bars, best of 5): {k:.3f} s",
             "- per-job overhead = wall time x workers / jobs - kernel time: process start and Hydra (once per",
             "  sweep), loading the file (once per worker, the history cache), writing each run folder",
-            "  (events, equity, summary) and the sweep report.",
+            "  (events, equity, summary, report.png) and the sweep report.",
+            *(
+                [
+                    f"- the machine was shared while measuring (load average {max(par['load'], ser['load']):.1f} from "
+                    "other processes): the parallel sweep needs both cores free, so its wall time and speedup are "
+                    f"pessimistic here; the CPU times show the work itself (parallel {par['cpu_seconds'] / ser['cpu_seconds']:.2f}x "
+                    "the CPU of one at a time: worker start-up, a data load and compiled-code load per worker)."
+                ]
+                if max(par["load"], ser["load"]) > 0.5
+                else []
+            ),
             END,
         ]
     )
