@@ -73,7 +73,7 @@ async def _run_paper(cfg: Any, specs: List[PairSpec], dirs: Dict[str, Path]) -> 
         from mmrun.status import StatusBoard
 
         board = StatusBoard([s.pair for s in specs])
-    feeds, makers = [], []
+    feeds, makers, clients = [], [], {}
     try:
         for spec in specs:
             rules = None
@@ -82,7 +82,7 @@ async def _run_paper(cfg: Any, specs: List[PairSpec], dirs: Dict[str, Path]) -> 
 
                 # markets are loaded once here: an unknown pair or an unreachable exchange ends
                 # the run before anything is written
-                feed = await open_feed(cfg.exchange, spec.pair)
+                feed = await open_feed(cfg.exchange, spec.pair, shared=clients)
                 feeds.append(feed)
                 clock, rules = WallClock(stop), feed.rules
                 _write_market_info(dirs[spec.pair] / "market.json", cfg, spec.pair, feed)

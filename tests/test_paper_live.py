@@ -352,3 +352,11 @@ def test_the_kernel_quotes_whole_lots_above_the_minimums(lot, min_amount, min_no
     engine.step(p, engine.make_state(0.0, 10000.0), quotes, 60000.0, 60000.0, 60000.0, nan, nan, 0.0, buf)
     # the bid: 59940 x 0.001 = 59.94 quote, under a 60 minimum
     assert quotes[0, engine.Q_AMOUNT] == want
+
+
+def test_pairs_on_one_exchange_share_its_client(fake, tmp_path):
+    summary = run(paper_cfg(fake, "run.max_ticks=3", "pairs=[BTC/USDT,ETH/USDT@5000]"), tmp_path)
+    assert (summary["status"], summary["ticks"], summary["errors"]) == ("max_ticks", 6, 0)
+    assert fake.count("exchangeInfo") == 1  # markets loaded once for both pairs
+    eth = pl.read_parquet(tmp_path / "ETH-USDT" / "market.parquet")
+    assert eth["bid"].to_list() == [3000.0] * 3

@@ -534,16 +534,28 @@ class CcxtFeed:
 
     async def close(self) -> None:
         for src in self.sources:
-            await src.client.close()
+            await src.client.close()  # idempotent: a client shared with another pair may be closed already
 
 
 async def open_feed(ex_cfg: Any, pair: str, sleep: Optional[Sleep] = None,
-                    wall_ms: Optional[Callable[[], int]] = None) -> CcxtFeed:
-    """A started CcxtFeed for `pair` on the configured exchange and its fallbacks."""
-    clients = [ExchangeClient.from_config(ex_cfg, sleep=sleep)]
+                    wall_ms: Optional[Callable[[], int]] = None,
+                    shared: Optional[Dict[Tuple[str, Optional[str]], ExchangeClient]] = None) -> CcxtFeed:
+    """A started CcxtFeed for `pair` on the configured exchange and its fallbacks.
+
+    shared: clients by (exchange id, api_url), reused across the pairs of one run, so that each
+    exchange's markets are loaded once and its rate limits (and any Retry-After) are shared.
+    """
+    shared = {} if shared is None else shared
+
+    def client(ex_id: Optional[str], url: Optional[str]) -> ExchangeClient:
+        key = (ex_id or ex_cfg.id, url if ex_id else ex_cfg.api_url)
+        if key not in shared:
+            shared[key] = ExchangeClient.from_config(ex_cfg, exchange_id=ex_id, api_url=url, sleep=sleep)
+        return shared[key]
+
+    clients = [client(None, None)]
     for entry in ex_cfg.fallbacks or []:
-        fb_id, fb_url = parse_fallback(entry)
-        clients.append(ExchangeClient.from_config(ex_cfg, exchange_id=fb_id, api_url=fb_url, sleep=sleep))
+        clients.append(client(*parse_fallback(entry)))
     kwargs = {"wall_ms": wall_ms} if wall_ms else {}
     feed = CcxtFeed(pair, clients, max_age_s=float(ex_cfg.max_data_age_s), **kwargs)
     try:
