@@ -407,8 +407,8 @@ class _Source:
                                     check=_book_check(f"{what} order book"))
         else:
             bid, ask = float(ticker["bid"]), float(ticker["ask"])
-        since = None if self.cursor_ms is None else self.cursor_ms
-        trades = await c.call(f"{what} trades", "fetch_trades", self.pair, since, 1000,
+        # at most 1000 trades a cycle (one page): a busier interval is counted over the next cycles
+        trades = await c.call(f"{what} trades", "fetch_trades", self.pair, self.cursor_ms, 1000,
                               check=lambda r: check_trades(r, f"{what} trades"))
         first = self.cursor_ms is None
         new = [t for t in trades if self.cursor_ms is None or t[0] > self.cursor_ms
