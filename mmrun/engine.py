@@ -99,8 +99,7 @@ F_FEE = 4  # quote currency
 F_BASE = 5  # base balance after the fill
 F_QUOTE = 6  # quote balance after the fill
 N_FILL = 7
-CHUNK_ROWS = 4096  # run_bulk sizes its fill buffer once per chunk of rows
-MAX_RESERVED_FILLS = 1 << 26  # fill rows reserved up front at most (3.5 GB of address space)
+MAX_RESERVED_FILLS = 1 << 26  # fill rows reserved per kernel call at most (3.5 GB of address space)
 MAX_FILLS_PER_STEP = QUOTE_SLOTS + 1  # fill rows step needs with one level (max_fills(levels) in general)
 
 
@@ -404,23 +403,23 @@ def run_bulk(params, state, bid, ask, last, low, high, volume, quotes=None, prog
     """
     if quotes is None:
         quotes = empty_quotes(levels_of(params))
-    variant = _variant(params)
+    run = _RUNS[_variant(params)]
     n = len(bid)
-
-    def run(*cols):
-        return _RUNS[variant](params, state, quotes, *cols)
-
-    if progress is None:
-        return run(bid, ask, last, low, high, volume)
-    step_rows = max(1, int(chunk_rows or -(-n // 100)))
+    n_slots = quotes.shape[0]
+    # the kernel never checks room for fills: each call gets room for every quote filling
+    longest = max(1, MAX_RESERVED_FILLS // n_slots - 1)
+    if progress is None and n <= longest:
+        return _replay(run, params, state, quotes, bid, ask, last, low, high, volume)
+    step_rows = min(longest, max(1, int(chunk_rows or -(-n // 100))))
     parts = []
     for a in range(0, n, step_rows):
         b = min(n, a + step_rows)
-        part = run(bid[a:b], ask[a:b], last[a:b], low[a:b], high[a:b], volume[a:b])
-        parts.append((a, part))
-        progress(b - a)
+        parts.append((a, _replay(run, params, state, quotes, bid[a:b], ask[a:b], last[a:b], low[a:b], high[a:b],
+                                 volume[a:b])))
+        if progress is not None:
+            progress(b - a)
     if not parts:
-        return run(bid, ask, last, low, high, volume)
+        return _replay(run, params, state, quotes, bid, ask, last, low, high, volume)
     return (
         np.concatenate([p[0] for _, p in parts]),
         np.concatenate([p[1] for _, p in parts]),
@@ -430,59 +429,54 @@ def run_bulk(params, state, bid, ask, last, low, high, volume, quotes=None, prog
     )
 
 
-@njit(cache=True, inline="always")
-def _run(params, state, quotes, bid, ask, last, low, high, volume, strategy, instant):
-    """run_bulk's loop for one strategy and fill model (constants, see _step_kernel)."""
-    n = bid.shape[0]
-    n_slots = quotes.shape[0]
+def _replay(run, params, state, quotes, bid, ask, last, low, high, volume):
+    """One compiled replay into output arrays allocated here, with numpy: numpy asks the OS for
+    huge pages for large arrays, which halves the cost of first touching a million rows of
+    output. The fill buffer has room for every quote filling; only the rows written are ever
+    touched, so the reserve costs address space, not memory."""
+    n = len(bid)
+    worst = n * quotes.shape[0] + 1
     quoted = np.empty((n, 2))
     base = np.empty(n)
     quote = np.empty(n)
-    # every quote filling is the worst case; reserving it costs only address space (pages
-    # are touched as fills arrive), and saves growing and copying under `instant`
-    worst = n * n_slots + 1
-    # every quote filling is the worst case; reserving it costs only address space (pages
-    # are touched as fills arrive), and saves growing and copying under `instant`
-    worst = n * n_slots + 1
-    cap = worst if worst <= MAX_RESERVED_FILLS else max(CHUNK_ROWS * n_slots + 1, n // 2)
-    fills = np.empty((cap, N_FILL))
-    fill_rows = np.empty(cap, dtype=np.int64)
-    k = 0
-    for c0 in range(0, n, CHUNK_ROWS):
-        c1 = min(n, c0 + CHUNK_ROWS)
-        # room for the worst case of the whole chunk (every quote fills), so the row loop
-        # below never has to check or grow the buffers
-        need = k + (c1 - c0) * n_slots + 1
-        if need > cap:
-            cap = max(2 * cap, need)
-            grown = np.empty((cap, N_FILL))
-            grown[:k] = fills[:k]
-            fills = grown
-            grown_rows = np.empty(cap, dtype=np.int64)
-            grown_rows[:k] = fill_rows[:k]
-            fill_rows = grown_rows
-        for i in range(c0, c1):
-            m = _cycle(params, state, quotes, bid[i], ask[i], last[i], low[i], high[i], volume[i], fills, k, strategy,
-                       instant)
-            # best bid and ask placed: what rests (touch) or what this row executed (instant:
-            # fills[k:k + m], nothing rested before them)
-            best_bid = np.nan
-            best_ask = np.nan
-            for slot in range(n_slots):
-                side = fills[k + slot, F_SIDE] if instant else quotes[slot, Q_SIDE]
-                price = fills[k + slot, F_PRICE] if instant else quotes[slot, Q_PRICE]
-                live = slot < m if instant else quotes[slot, Q_AMOUNT] > 0.0
-                best_bid = price if live and side > 0.0 and not price <= best_bid else best_bid
-                best_ask = price if live and side < 0.0 and not price >= best_ask else best_ask
-            for j in range(n_slots):
-                fill_rows[k + j] = i  # rows past k + m are overwritten later or cut off
-            k += m
-            quoted[i, 0] = best_bid
-            quoted[i, 1] = best_ask
-            base[i] = state[S_BASE]
-            quote[i] = state[S_QUOTE]
-    # views, not copies: the unused tail of the buffers was never touched, so it costs no memory
+    fills = np.empty((worst, N_FILL))
+    fill_rows = np.empty(worst, dtype=np.int64)
+    k = run(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows)
     return quoted, fills[:k], fill_rows[:k], base, quote
+
+
+@njit(cache=True, inline="always")
+def _run(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows,
+         strategy, instant):
+    """run_bulk's loop for one strategy and fill model (constants, see the variants below).
+
+    Writes quoted, base, quote per row and the fills with their rows; returns the fill count.
+    fills and fill_rows need n x quote rows + 1 rows.
+    """
+    n = bid.shape[0]
+    n_slots = quotes.shape[0]
+    k = 0
+    for i in range(n):
+        m = _cycle(params, state, quotes, bid[i], ask[i], last[i], low[i], high[i], volume[i], fills, k, strategy,
+                   instant)
+        # best bid and ask placed: what rests (touch) or what this row executed (instant:
+        # fills[k:k + m], nothing rested before them)
+        best_bid = np.nan
+        best_ask = np.nan
+        for slot in range(n_slots):
+            side = fills[k + slot, F_SIDE] if instant else quotes[slot, Q_SIDE]
+            price = fills[k + slot, F_PRICE] if instant else quotes[slot, Q_PRICE]
+            live = slot < m if instant else quotes[slot, Q_AMOUNT] > 0.0
+            best_bid = price if live and side > 0.0 and not price <= best_bid else best_bid
+            best_ask = price if live and side < 0.0 and not price >= best_ask else best_ask
+        for j in range(n_slots):
+            fill_rows[k + j] = i  # rows past k + m are overwritten later or cut off
+        k += m
+        quoted[i, 0] = best_bid
+        quoted[i, 1] = best_ask
+        base[i] = state[S_BASE]
+        quote[i] = state[S_QUOTE]
+    return k
 
 
 # The kernel is compiled once per (strategy, fill model) used, each variant inlining the same
@@ -522,33 +516,39 @@ def _step_avellaneda_stoikov_instant(params, state, quotes, bid, ask, last, low,
 
 
 @njit(cache=True)
-def _run_symmetric_touch(params, state, quotes, bid, ask, last, low, high, volume):
-    return _run(params, state, quotes, bid, ask, last, low, high, volume, STRAT_SYMMETRIC, False)
+def _run_symmetric_touch(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows):
+    return _run(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows,
+                STRAT_SYMMETRIC, False)
 
 
 @njit(cache=True)
-def _run_symmetric_instant(params, state, quotes, bid, ask, last, low, high, volume):
-    return _run(params, state, quotes, bid, ask, last, low, high, volume, STRAT_SYMMETRIC, True)
+def _run_symmetric_instant(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows):
+    return _run(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows,
+                STRAT_SYMMETRIC, True)
 
 
 @njit(cache=True)
-def _run_inventory_skew_touch(params, state, quotes, bid, ask, last, low, high, volume):
-    return _run(params, state, quotes, bid, ask, last, low, high, volume, STRAT_INVENTORY_SKEW, False)
+def _run_inventory_skew_touch(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows):
+    return _run(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows,
+                STRAT_INVENTORY_SKEW, False)
 
 
 @njit(cache=True)
-def _run_inventory_skew_instant(params, state, quotes, bid, ask, last, low, high, volume):
-    return _run(params, state, quotes, bid, ask, last, low, high, volume, STRAT_INVENTORY_SKEW, True)
+def _run_inventory_skew_instant(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows):
+    return _run(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows,
+                STRAT_INVENTORY_SKEW, True)
 
 
 @njit(cache=True)
-def _run_avellaneda_stoikov_touch(params, state, quotes, bid, ask, last, low, high, volume):
-    return _run(params, state, quotes, bid, ask, last, low, high, volume, STRAT_AVELLANEDA_STOIKOV, False)
+def _run_avellaneda_stoikov_touch(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows):
+    return _run(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows,
+                STRAT_AVELLANEDA_STOIKOV, False)
 
 
 @njit(cache=True)
-def _run_avellaneda_stoikov_instant(params, state, quotes, bid, ask, last, low, high, volume):
-    return _run(params, state, quotes, bid, ask, last, low, high, volume, STRAT_AVELLANEDA_STOIKOV, True)
+def _run_avellaneda_stoikov_instant(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows):
+    return _run(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows,
+                STRAT_AVELLANEDA_STOIKOV, True)
 
 
 _STEPS = {
