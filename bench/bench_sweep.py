@@ -79,6 +79,34 @@ def timed_sweep(data_path: Path, *launcher: str) -> dict:
         shutil.rmtree(out, ignore_errors=True)
 
 
+# Streams 64 MB arrays through numpy: memory bound, single-threaded; prints its CPU seconds.
+_MEMORY_PROBE = """
+import time, numpy as np
+a = np.random.rand(8_000_000); b = np.empty_like(a)
+t = time.process_time()
+for _ in range(40):
+    np.multiply(a, 1.0001, out=b); np.add(b, a, out=a)
+print(time.process_time() - t)
+"""
+
+
+def memory_contention() -> float:
+    """CPU seconds of a memory-bound probe when two run at once / when one runs alone (best of 3).
+
+    Above 1, two processes slow each other down through the shared memory bandwidth and caches,
+    whatever the number of cores: the limit of a parallel speedup for memory-heavy jobs.
+    """
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+    def probe(n: int) -> float:
+        procs = [subprocess.Popen([sys.executable, "-c", _MEMORY_PROBE], stdout=subprocess.PIPE, text=True, env=env) for _ in range(n)]
+        return statistics.mean(float(p.communicate()[0]) for p in procs)
+
+    alone = min(probe(1) for _ in range(3))
+    together = min(probe(2) for _ in range(3))
+    return together / alone
+
+
 def run(rounds: int) -> dict:
     from run_all import ensure_data, machine
 
@@ -89,6 +117,7 @@ def run(rounds: int) -> dict:
     r = {"machine": machine(), "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "workers": workers}
     print("kernel ...", flush=True)
     r["kernel"] = kernel.kernel_bars_per_s(load_rows(str(big)), "touch", fee=0.001)
+    r["memory_contention"] = memory_contention()
     print("warm-up ...", flush=True)
     from end_to_end import run_once
 
@@ -133,6 +162,9 @@ def section(r: dict) -> str:
             f"| {ser['seconds'] / JOBS:.3f} s | {ser['job_seconds']:.3f} s | {over_ser:.3f} s | {ser['load']:.2f} |",
             "",
             f"- speedup of the parallel sweep: **{speedup:.2f}x** on {w} cores (target >= {TARGET_SPEEDUP}x: {ok})",
+            f"- memory contention: a memory-bound probe (numpy streaming 64 MB arrays) takes {r['memory_contention']:.2f}x "
+            "its CPU time when two copies run at once: the two cores share memory bandwidth, so jobs that move "
+            "a lot of memory (1M-row frames built, written and plotted) slow each other down when run in parallel",
             f"- one backtest's kernel time (engine.run_bulk, {r['kernel']['bars']:,} bars, best of 5): {k:.3f} s",
             "- per-job overhead = wall time x workers / jobs - kernel time: process start and Hydra (once per",
             "  sweep), loading the file (once per worker, the history cache), writing each run folder",
