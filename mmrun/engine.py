@@ -298,15 +298,39 @@ def _variant(params) -> tuple[int, bool]:
 @njit(cache=True, inline="always")
 def _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, strategy, instant):
     """The body of `step` (strategy: a STRAT_* int, instant: the fill model; both constants)."""
+    s = _cycle_core(
+        params, quotes, bid, ask, last, low, high, volume, fills, start, strategy, instant,
+        state[S_BASE], state[S_QUOTE], state[S_FEES], state[S_VOLUME], state[S_BUYS], state[S_SELLS],
+        state[S_PREV_MID], state[S_VAR], state[S_RETURNS], state[S_CYCLES],
+    )
+    _store_state(state, s)
+    return s[0] - start
+
+
+@njit(cache=True, inline="always")
+def _store_state(state, s):
+    """Write _cycle_core's scalars (after the fill count) back into the state array."""
+    state[S_BASE] = s[1]
+    state[S_QUOTE] = s[2]
+    state[S_FEES] = s[3]
+    state[S_VOLUME] = s[4]
+    state[S_BUYS] = s[5]
+    state[S_SELLS] = s[6]
+    state[S_PREV_MID] = s[7]
+    state[S_VAR] = s[8]
+    state[S_RETURNS] = s[9]
+    state[S_CYCLES] = s[10]
+
+
+@njit(cache=True, inline="always")
+def _cycle_core(params, quotes, bid, ask, last, low, high, volume, fills, start, strategy, instant,
+                base, quote, fees, traded, buys, sells, prev_mid, var, returns, cycle):
+    """The cycle on the state held as scalars: run_bulk keeps them in registers from row to
+    row instead of storing and reloading the state array every cycle. Returns (fills end,
+    then the state scalars in S_* order, the cycle count already advanced)."""
     n_slots = quotes.shape[0]
     fee_rate = params[P_FEE_MAKER]
     cap_frac = params[P_PARTICIPATION]
-    base = state[S_BASE]
-    quote = state[S_QUOTE]
-    fees = state[S_FEES]
-    traded = state[S_VOLUME]
-    buys = state[S_BUYS]
-    sells = state[S_SELLS]
     nf = start
     for slot in range(0 if instant else n_slots):  # under `instant` nothing rests
         side = quotes[slot, Q_SIDE]
@@ -324,10 +348,6 @@ def _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, star
     # new quotes: the strategy's anchor, then the ladder of levels
     size = fraction_size(params[P_CAPITAL], params[P_ORDER_SIZE_PCT], params[P_MAX_EXPOSURE], last)
     mid = 0.5 * (bid + ask)
-    prev_mid = state[S_PREV_MID]
-    var = state[S_VAR]
-    returns = state[S_RETURNS]
-    cycle = state[S_CYCLES]
     if strategy == STRAT_INVENTORY_SKEW:
         excess = skew_excess(base_share(base, quote, mid), params[P_TARGET_SHARE], params[P_BAND])
         a = inventory_skew_anchor(bid, ask, params[P_SPREAD], excess, params[P_PRICE_SKEW], params[P_SIZE_SKEW])
@@ -377,17 +397,7 @@ def _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, star
             )
         quotes[slot, Q_AMOUNT] = amount if rest else 0.0
 
-    state[S_BASE] = base
-    state[S_QUOTE] = quote
-    state[S_FEES] = fees
-    state[S_VOLUME] = traded
-    state[S_BUYS] = buys
-    state[S_SELLS] = sells
-    state[S_PREV_MID] = prev_mid
-    state[S_VAR] = var
-    state[S_RETURNS] = returns
-    state[S_CYCLES] = cycle + 1.0
-    return nf - start
+    return nf, base, quote, fees, traded, buys, sells, prev_mid, var, returns, cycle + 1.0
 
 
 def run_bulk(params, state, bid, ask, last, low, high, volume, quotes=None, progress=None, chunk_rows=None):
@@ -456,9 +466,12 @@ def _run(params, state, quotes, bid, ask, last, low, high, volume, quoted, base,
     n = bid.shape[0]
     n_slots = quotes.shape[0]
     k = 0
+    s = (0, state[S_BASE], state[S_QUOTE], state[S_FEES], state[S_VOLUME], state[S_BUYS], state[S_SELLS],
+         state[S_PREV_MID], state[S_VAR], state[S_RETURNS], state[S_CYCLES])
     for i in range(n):
-        m = _cycle(params, state, quotes, bid[i], ask[i], last[i], low[i], high[i], volume[i], fills, k, strategy,
-                   instant)
+        s = _cycle_core(params, quotes, bid[i], ask[i], last[i], low[i], high[i], volume[i], fills, k, strategy,
+                        instant, s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10])
+        m = s[0] - k
         # best bid and ask placed: what rests (touch) or what this row executed (instant:
         # fills[k:k + m], nothing rested before them)
         best_bid = np.nan
@@ -474,8 +487,9 @@ def _run(params, state, quotes, bid, ask, last, low, high, volume, quoted, base,
         k += m
         quoted[i, 0] = best_bid
         quoted[i, 1] = best_ask
-        base[i] = state[S_BASE]
-        quote[i] = state[S_QUOTE]
+        base[i] = s[1]
+        quote[i] = s[2]
+    _store_state(state, s)
     return k
 
 
