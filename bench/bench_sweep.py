@@ -163,8 +163,8 @@ def section(r: dict) -> str:
             "",
             f"- speedup of the parallel sweep: **{speedup:.2f}x** on {w} cores (target >= {TARGET_SPEEDUP}x: {ok})",
             f"- memory contention: a memory-bound probe (numpy streaming 64 MB arrays) takes {r['memory_contention']:.2f}x "
-            "its CPU time when two copies run at once: the two cores share memory bandwidth, so jobs that move "
-            "a lot of memory (1M-row frames built, written and plotted) slow each other down when run in parallel",
+            "its CPU time when two copies run at once (1.00 = the cores do not slow each other down; above it, "
+            "memory-heavy jobs such as 1M-row frames built, written and plotted cannot run 2x faster on 2 cores)",
             f"- one backtest's kernel time (engine.run_bulk, {r['kernel']['bars']:,} bars, best of 5): {k:.3f} s",
             "- per-job overhead = wall time x workers / jobs - kernel time: process start and Hydra (once per",
             "  sweep), loading the file (once per worker, the history cache), writing each run folder",
