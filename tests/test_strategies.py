@@ -289,3 +289,33 @@ def test_step_rejects_a_fill_buffer_without_room():
     with pytest.raises(ValueError, match="max_fills"):
         engine.step(p, engine.make_state(0, 1000.0), engine.empty_quotes(2), 100.0, 100.0, 100.0, NAN, NAN, 0.0,
                     np.empty((4, engine.N_FILL)))
+
+
+# ---------------------------------------------------------------- from the command line
+
+
+@pytest.mark.parametrize(
+    "strategy, extra",
+    [
+        ("symmetric", ["strategy.levels=2"]),
+        ("inventory_skew", ["spread=0.003", "strategy.rebalance_threshold=0.05"]),
+        ("avellaneda_stoikov", ["strategy.min_spread=0.002", "strategy.min_profit_threshold=0.0"]),
+    ],
+)
+def test_each_strategy_runs_on_the_sim_and_replays_its_data_file_the_same(tmp_path, strategy, extra):
+    import json
+
+    from clirun import run_mmrun
+
+    args = [f"strategy={strategy}", "run.max_ticks=400", *extra]
+    paper = run_mmrun(*args, run_dir=tmp_path / "paper")
+    assert paper.returncode == 0, paper.stderr
+    replay = run_mmrun("mode=backtest", f"data.path={tmp_path / 'paper' / 'market.parquet'}", *args,
+                       run_dir=tmp_path / "replay")
+    assert replay.returncode == 0, replay.stderr
+    a = json.loads((tmp_path / "paper" / "summary.json").read_text())
+    b = json.loads((tmp_path / "replay" / "summary.json").read_text())
+    assert a["strategy"] == b["strategy"] == strategy
+    assert a["trades"] > 0
+    for key in ("trades", "buys", "sells", "final_value", "final_base", "fees", "markout_1_bps"):
+        assert a[key] == b[key], key
