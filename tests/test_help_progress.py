@@ -79,3 +79,35 @@ def test_run_bulk_in_chunks_gives_the_same_results(strategy):
         assert np.array_equal(a, b, equal_nan=True)
     assert np.array_equal(one_state, chunked_state)
     assert len(one[1]) > 100
+
+
+def test_a_long_download_shows_a_bar_on_a_terminal(monkeypatch):
+    import asyncio
+    from types import SimpleNamespace
+
+    from mmrun.market import ccxt_feed, download
+
+    class Client:
+        async def close(self):
+            pass
+
+    async def pages(client, pair, timeframe, start, end, on_page=None):
+        got = []
+        for page_start in range(start, end, 60_000 * 1000):
+            n = min(1000, (end - page_start) // 60_000)
+            got.extend([[page_start + i * 60_000, 1.0, 1.0, 1.0, 1.0, 1.0] for i in range(n)])
+            if on_page is not None:
+                on_page(n)
+        return got
+
+    monkeypatch.setattr(ccxt_feed.ExchangeClient, "from_config", staticmethod(lambda cfg, sleep=None: Client()))
+    monkeypatch.setattr(ccxt_feed, "fetch_ohlcv_range", pages)
+    term = FakeTerminal()
+    monkeypatch.setattr("sys.stderr", term)
+    gaps = [(0, 60_000 * 12_000)]
+    out = asyncio.run(download._fetch(SimpleNamespace(id="binance"), "BTC/USDT", "1m", gaps, None, 60_000))
+    assert len(out) == 12_000
+    assert "download binance BTC/USDT 1m" in term.getvalue() and "12.0k" in term.getvalue()
+    # not a terminal: no bar, same candles
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    assert asyncio.run(download._fetch(SimpleNamespace(id="binance"), "BTC/USDT", "1m", gaps, None, 60_000)) == out

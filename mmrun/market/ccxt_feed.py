@@ -581,11 +581,12 @@ def timeframe_ms(timeframe: str) -> int:
 
 
 async def fetch_ohlcv_range(client: ExchangeClient, pair: str, timeframe: str, since_ms: int, until_ms: int,
-                            page_limit: int = 1000) -> List[List[float]]:
+                            page_limit: int = 1000, on_page=None) -> List[List[float]]:
     """Candles [ts_ms, open, high, low, close, volume] with since_ms <= ts < until_ms, page by page.
 
     Each page is one retried call; the next page starts after the last candle received. Ends
     on an empty page, on reaching until_ms, or when a page does not advance (bounded loop).
+    on_page: called with the number of candles of each page received (a progress bar).
     """
     await client.load_markets()
     client.rules(pair)
@@ -607,6 +608,8 @@ async def fetch_ohlcv_range(client: ExchangeClient, pair: str, timeframe: str, s
         if not page:
             break
         out.extend(page)
+        if on_page is not None:
+            on_page(len(page))
         cursor = int(page[-1][0]) + tf_ms
     return out
 

@@ -106,7 +106,7 @@ def download(cfg: Any, pair: str, *, sleep=None, now_ms: Optional[Callable[[], i
     gaps = missing_ranges(cached["timestamp"].to_list(), since_aligned, until, tf_ms)
     if gaps:
         try:
-            fresh = asyncio.run(_fetch(ex, pair, data.timeframe, gaps, sleep))
+            fresh = asyncio.run(_fetch(ex, pair, data.timeframe, gaps, sleep, tf_ms))
         except (ExchangeUnavailable, TemporaryError) as e:
             have = cached.filter((pl.col("timestamp") >= since_aligned) & (pl.col("timestamp") < until))
             if have.height == 0:
@@ -133,14 +133,21 @@ def download(cfg: Any, pair: str, *, sleep=None, now_ms: Optional[Callable[[], i
     return out
 
 
-async def _fetch(ex_cfg: Any, pair: str, timeframe: str, gaps: List[Tuple[int, int]], sleep) -> List[List[float]]:
+async def _fetch(ex_cfg: Any, pair: str, timeframe: str, gaps: List[Tuple[int, int]], sleep,
+                 tf_ms: int = 0) -> List[List[float]]:
+    from mmrun import progress
     from mmrun.market.ccxt_feed import ExchangeClient, fetch_ohlcv_range
 
+    # a bar on a terminal for downloads of more than a few pages (progress.bar: quiet elsewhere)
+    expected = sum((end - start) // tf_ms for start, end in gaps) if tf_ms > 0 else 0
+    bar = progress.bar(expected, f"download {ex_cfg.id} {pair} {timeframe}", unit="candles") if expected > 5000 else None
     client = ExchangeClient.from_config(ex_cfg, sleep=sleep)
     try:
         out: List[List[float]] = []
         for start, end in gaps:
-            out.extend(await fetch_ohlcv_range(client, pair, timeframe, start, end))
+            out.extend(await fetch_ohlcv_range(client, pair, timeframe, start, end, on_page=bar and bar.update))
         return out
     finally:
+        if bar is not None:
+            bar.close()
         await client.close()
