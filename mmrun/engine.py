@@ -1,8 +1,9 @@
 """The per-cycle engine kernel (numba): resting quotes + next market interval -> fills, balances.
 
 One function, `step`, is the whole cycle. The paper loop calls it once per cycle; the
-backtest calls it in bulk through `run_bulk`, where it is inlined into a compiled loop. Both
-therefore produce the same fills from the same market rows.
+backtest calls it in bulk through `run_bulk`, where the same cycle is inlined into a compiled
+loop. Both therefore produce the same fills from the same market rows. Each (strategy, fill
+model) pair is its own compiled variant, built on first use and cached on disk.
 
 Layouts are plain float64 arrays so the kernel stays in numba's nopython mode:
 - params: P_* indices (spread, sizing, fees, fill model, tick, strategy), built by `make_params`;
@@ -203,7 +204,8 @@ def best_quoted(quotes: np.ndarray) -> tuple[float, float]:
 
 
 # Speed note: the kernel reads and writes its arrays unconditionally and lets branches only
-# choose between scalars (x if c else y). An array touched inside a branch of an inlined
+# choose between scalars (x if c else y), except on the strategy and fill model, which are
+# compile-time constants. An array touched inside a data-dependent branch of an inlined
 # function costs numba a reference-count round trip per cycle, which alone halves the
 # throughput; so a fill row is always written to the next buffer row and counted only when
 # the fill happened (the buffer has a spare row for this).
