@@ -62,8 +62,10 @@ def draw(equity: pl.DataFrame, fills: pl.DataFrame, title: str, initial_value: f
     """The report's matplotlib Figure (three panels sharing the time axis)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 8.5), dpi=100, layout="constrained")
+    fig = Figure(figsize=(11, 8.5), dpi=100)
     ax_price, ax_inv, ax_eq = fig.subplots(3, 1, sharex=True, height_ratios=(3, 1.2, 1.6))
+    # fixed margins: a constrained layout costs about a third of the picture's time
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.92, bottom=0.07, hspace=0.08)
     fig.suptitle(title, fontsize=10.5)
     if equity.height == 0:
         ax_price.text(0.5, 0.5, "no market data", ha="center", va="center", transform=ax_price.transAxes)
@@ -113,6 +115,7 @@ def write_report(folder: Path, equity: pl.DataFrame, fills: pl.DataFrame, summar
     FigureCanvasAgg(fig)
     path = Path(folder) / "report.png"
     tmp = path.with_name(".report.png.tmp")
-    fig.savefig(tmp, format="png")
+    # light compression: a few more KB, a quarter less time
+    fig.savefig(tmp, format="png", pil_kwargs={"compress_level": 3})
     os.replace(tmp, path)
     return path
