@@ -211,7 +211,7 @@ def best_quoted(quotes: np.ndarray) -> tuple[float, float]:
 # the fill happened (the buffer has a spare row for this).
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _settle(fills, nf, slot, hit, side, price, amount, fee_rate, base, quote, fees, volume, buys, sells):
     """Apply a fill of quote row `slot` (amount at price) when `hit`, else change nothing.
 
@@ -245,7 +245,7 @@ def _settle(fills, nf, slot, hit, side, price, amount, fee_rate, base, quote, fe
     return base, quote, fees, volume, buys, sells, nf + 1 if hit else nf
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _volatility(prev_mid, var, returns, mid, alpha):
     """EWMA of squared mid returns per cycle: (prev_mid, var, returns) after seeing `mid`.
 
@@ -264,7 +264,7 @@ def _volatility(prev_mid, var, returns, mid, alpha):
     return prev_mid, var, returns
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _horizon_left(horizon, rolling, cycle, dt_s):
     """Seconds left in the Avellaneda-Stoikov horizon at this cycle: the whole horizon when
     rolling; when finite it counts down from horizon and restarts every horizon of market time."""
@@ -297,7 +297,7 @@ def _variant(params) -> tuple[int, bool]:
     return int(params[P_STRATEGY]), bool(params[P_FILL_MODEL] == FILL_INSTANT)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, strategy, instant):
     """The body of `step` (strategy: a STRAT_* int, instant: the fill model; both constants)."""
     s = _cycle_core(
@@ -309,7 +309,7 @@ def _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, star
     return s[0] - start
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _store_state(state, s):
     """Write _cycle_core's scalars (after the fill count) back into the state array."""
     state[S_BASE] = s[1]
@@ -324,7 +324,7 @@ def _store_state(state, s):
     state[S_CYCLES] = s[10]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _cycle_core(params, quotes, bid, ask, last, low, high, volume, fills, start, strategy, instant,
                 base, quote, fees, traded, buys, sells, prev_mid, var, returns, cycle):
     """The cycle on the state held as scalars: run_bulk keeps them in registers from row to
@@ -457,7 +457,7 @@ def _replay(run, params, state, quotes, bid, ask, last, low, high, volume):
     return quoted, fills[:k], fill_rows[:k], base, quote
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def _run(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows,
          strategy, instant):
     """run_bulk's loop for one strategy and fill model (constants, see the variants below).
@@ -501,67 +501,67 @@ def _run(params, state, quotes, bid, ask, last, low, high, volume, quoted, base,
 # uses are compiled (then cached on disk).
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _step_symmetric_touch(params, state, quotes, bid, ask, last, low, high, volume, fills, start):
     return _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, STRAT_SYMMETRIC, False)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _step_symmetric_instant(params, state, quotes, bid, ask, last, low, high, volume, fills, start):
     return _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, STRAT_SYMMETRIC, True)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _step_inventory_skew_touch(params, state, quotes, bid, ask, last, low, high, volume, fills, start):
     return _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, STRAT_INVENTORY_SKEW, False)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _step_inventory_skew_instant(params, state, quotes, bid, ask, last, low, high, volume, fills, start):
     return _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, STRAT_INVENTORY_SKEW, True)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _step_avellaneda_stoikov_touch(params, state, quotes, bid, ask, last, low, high, volume, fills, start):
     return _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, STRAT_AVELLANEDA_STOIKOV, False)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _step_avellaneda_stoikov_instant(params, state, quotes, bid, ask, last, low, high, volume, fills, start):
     return _cycle(params, state, quotes, bid, ask, last, low, high, volume, fills, start, STRAT_AVELLANEDA_STOIKOV, True)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _run_symmetric_touch(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows):
     return _run(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows,
                 STRAT_SYMMETRIC, False)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _run_symmetric_instant(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows):
     return _run(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows,
                 STRAT_SYMMETRIC, True)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _run_inventory_skew_touch(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows):
     return _run(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows,
                 STRAT_INVENTORY_SKEW, False)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _run_inventory_skew_instant(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows):
     return _run(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows,
                 STRAT_INVENTORY_SKEW, True)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _run_avellaneda_stoikov_touch(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows):
     return _run(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows,
                 STRAT_AVELLANEDA_STOIKOV, False)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _run_avellaneda_stoikov_instant(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows):
     return _run(params, state, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows,
                 STRAT_AVELLANEDA_STOIKOV, True)

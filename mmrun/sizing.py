@@ -3,7 +3,7 @@
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def fraction_size(capital: float, order_size_pct: float, max_exposure: float, last: float) -> float:
     """Order size in base units: capital * order_size_pct / last, capped at capital * max_exposure / last.
 

@@ -24,7 +24,7 @@ STRAT_AVELLANEDA_STOIKOV = 2
 STRATEGY_IDS = {"symmetric": STRAT_SYMMETRIC, "inventory_skew": STRAT_INVENTORY_SKEW, "avellaneda_stoikov": STRAT_AVELLANEDA_STOIKOV}
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _on_grid(n: float, tick: float) -> float:
     # n * tick carries binary noise (599401 * 0.1 = 59940.100000000006); rounding a couple of
     # digits below the tick removes it without moving the price off the grid.
@@ -39,7 +39,7 @@ def grid_scale(tick: float) -> float:
     return 10.0 ** (max(0, int(math.ceil(-math.log10(tick)))) + 2)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _on_grid_fast(n: float, tick: float, scale: float) -> float:
     # The same arithmetic as round(n * tick, digits) (numba: llvm.round(x * 10**digits) / 10**digits)
     # with 10**digits precomputed, and floor(y + 0.5) for llvm.round (a libm call): they differ
@@ -47,7 +47,7 @@ def _on_grid_fast(n: float, tick: float, scale: float) -> float:
     return math.floor(n * tick * scale + 0.5) / scale
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def floor_tick(price: float, tick: float) -> float:
     """Largest multiple of tick <= price (a bid never rounds up into the book); tick 0 = no grid."""
     if tick <= 0.0:
@@ -55,7 +55,7 @@ def floor_tick(price: float, tick: float) -> float:
     return _on_grid(math.floor(price / tick + 1e-9), tick)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def ceil_tick(price: float, tick: float) -> float:
     """Smallest multiple of tick >= price (an ask never rounds down into the book); tick 0 = no grid."""
     if tick <= 0.0:
@@ -63,7 +63,7 @@ def ceil_tick(price: float, tick: float) -> float:
     return _on_grid(math.ceil(price / tick - 1e-9), tick)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def symmetric_quotes(best_bid: float, best_ask: float, spread: float, tick: float):
     """The original rule: (buy, sell) = (best_bid * (1 - spread/2), best_ask * (1 + spread/2)).
 
@@ -73,7 +73,7 @@ def symmetric_quotes(best_bid: float, best_ask: float, spread: float, tick: floa
     return floor_tick(best_bid * (1.0 - half), tick), ceil_tick(best_ask * (1.0 + half), tick)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def base_share(base: float, quote: float, mid: float) -> float:
     """Share of the portfolio's value held in base: base x mid / (quote + base x mid), in [0, 1].
 
@@ -87,7 +87,7 @@ def base_share(base: float, quote: float, mid: float) -> float:
     return held / total
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def skew_excess(share: float, target: float, band: float) -> float:
     """How far the base share lies beyond the tolerance band, scaled to [-1, 1].
 
@@ -108,14 +108,14 @@ def skew_excess(share: float, target: float, band: float) -> float:
     return 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def symmetric_anchor(best_bid: float, best_ask: float, spread: float):
     """(bid_ref, bid_off, ask_ref, ask_off, buy_mult, sell_mult) of the original rule."""
     half = spread / 2.0
     return best_bid, half, best_ask, half, 1.0, 1.0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def inventory_skew_anchor(best_bid: float, best_ask: float, spread: float, excess: float, price_skew: float, size_skew: float):
     """Lean toward the target: the symmetric quotes with offsets and sizes tilted by `excess`.
 
@@ -133,13 +133,13 @@ def inventory_skew_anchor(best_bid: float, best_ask: float, spread: float, exces
     return best_bid, half * (1.0 + tilt), best_ask, half * (1.0 - tilt), max(buy, 0.0), max(sell, 0.0)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def arrival_spread(gamma: float, kappa: float) -> float:
     """The Avellaneda-Stoikov spread's order-arrival term, (2 / gamma) x ln(1 + gamma / kappa), fraction."""
     return (2.0 / gamma) * math.log(1.0 + gamma / kappa)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def reservation_and_spread(mid: float, q: float, gamma: float, arrival: float, sigma2: float, tau: float, min_spread: float):
     """`avellaneda_stoikov` with the arrival term precomputed (arrival_spread): the kernel's form."""
     risk = gamma * sigma2 * tau
@@ -147,7 +147,7 @@ def reservation_and_spread(mid: float, q: float, gamma: float, arrival: float, s
     return mid * (1.0 - q * risk), spread if spread >= min_spread else min_spread
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def avellaneda_stoikov(mid: float, q: float, gamma: float, kappa: float, sigma2: float, tau: float, min_spread: float):
     """(reservation price, total spread) of Avellaneda-Stoikov in relative price units.
 
@@ -162,7 +162,7 @@ def avellaneda_stoikov(mid: float, q: float, gamma: float, kappa: float, sigma2:
     return reservation_and_spread(mid, q, gamma, arrival_spread(gamma, kappa), sigma2, tau, min_spread)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def avellaneda_stoikov_anchor(best_bid: float, best_ask: float, share: float, target: float, gamma: float,
                               arrival: float, sigma2: float, tau: float, min_spread: float):
     """Both sides anchored at the reservation price, each spread/2 away from it; sizes unchanged.
@@ -178,7 +178,7 @@ def avellaneda_stoikov_anchor(best_bid: float, best_ask: float, share: float, ta
     return r, half, r, half, 1.0, 1.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, error_model="numpy", inline="always")
 def ladder(quotes, best_bid, best_ask, bid_ref, bid_off, ask_ref, ask_off, size, buy_mult, sell_mult, cap_quote, last,
            levels, spread_step, size_step, tick, grid, fee, min_profit):
     """Write `levels` bid/ask pairs into quotes rows (2k: bid of level k, 2k+1: its ask).
