@@ -11,7 +11,7 @@ resident before. Also prints wall time per cycle.
 
     python bench/bench_paper_memory.py [--cycles 10000 100000] [--write]
 
---write replaces the "## Paper loop memory" section of BENCHMARKS.md with the results.
+--write replaces this script's section of BENCHMARKS.md with the results.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import sections  # noqa: E402  (bench/sections.py, imported after the path is set)
 
 
 def _status_kb(field: str) -> int:
@@ -116,15 +118,7 @@ def write_section(results: list, command: str) -> None:
                      f"{r['wall_s']:.2f} | {r['wall_s'] / r['cycles'] * 1e6:.1f} |")
     lines.append("")
     lines.append("Target: growth under 20 MB for 100,000 cycles.")
-    section = "\n".join(lines) + "\n"
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.is_file() else ""
-    pattern = re.compile(r"^## Paper loop memory\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(section + "\n", text).rstrip("\n") + "\n"
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text else "") + section
-    path.write_text(text)
+    sections.write_section("bench/bench_paper_memory.py", "\n".join(lines) + "\n")
 
 
 def main() -> None:

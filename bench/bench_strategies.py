@@ -25,14 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import sections  # noqa: E402
 from data import candles  # noqa: E402
 
 from mmrun import engine  # noqa: E402
 
 BARS = 1_000_000
 REPEATS = 10
-BEGIN = "<!-- BEGIN bench/bench_strategies.py: generated, do not edit by hand -->"
-END = "<!-- END bench/bench_strategies.py -->"
 
 # (label, fill model, make_params keywords); every strategy with its shipped defaults
 CASES = [
@@ -141,24 +140,6 @@ def run() -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    """Replace this script's section in BENCHMARKS.md (or append it), keeping everything else."""
-    block = f"{BEGIN}\n{text}{END}\n"
-    if path.exists():
-        old = path.read_text()
-        if BEGIN in old and END in old:
-            head, rest = old.split(BEGIN, 1)
-            tail = rest.split(END, 1)[1].lstrip("\n")
-            new = head + block + ("\n" + tail if tail else "")
-        else:
-            new = old.rstrip("\n") + "\n\n" + block
-    else:
-        new = "# Benchmarks\n\n" + block
-    tmp = path.with_suffix(".md.strategies.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help="write the section into BENCHMARKS.md")
@@ -166,7 +147,7 @@ def main() -> None:
     text = run()
     print(text)
     if args.write:
-        write_section(text)
+        sections.write_section("bench/bench_strategies.py", text)
 
 
 if __name__ == "__main__":

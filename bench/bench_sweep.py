@@ -37,14 +37,13 @@ sys.path.insert(0, str(HERE))
 
 import data  # noqa: E402  (bench/ modules, imported after the path is set)
 import kernel  # noqa: E402
+import sections  # noqa: E402
 
 BARS = 1_000_000
 SPREADS = ("0.0005", "0.001", "0.0015", "0.002", "0.003", "0.004", "0.005", "0.01")
 SIZES = ("0.01", "0.02")
 JOBS = len(SPREADS) * len(SIZES)
 TARGET_SPEEDUP = 1.7
-BEGIN = "<!-- BEGIN bench/bench_sweep.py: generated, do not edit by hand -->"
-END = "<!-- END bench/bench_sweep.py -->"
 
 
 def sweep_command(data_path: Path, sweep_dir: Path, *launcher: str) -> list:
@@ -144,7 +143,6 @@ def section(r: dict) -> str:
     ok = "met" if speedup >= TARGET_SPEEDUP else "**missed**"
     return "\n".join(
         [
-            BEGIN,
             "## Sweeps",
             "",
             f"`python bench/bench_sweep.py` ({r['started']}; {m['cpu']}, {m['cores']} cores; best of {r['rounds']} "
@@ -179,20 +177,8 @@ def section(r: dict) -> str:
                 if max(par["load"], ser["load"]) > 0.5
                 else []
             ),
-            END,
         ]
     )
-
-
-def write_section(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    """Replace this script's part of BENCHMARKS.md (or append it; create the file if missing)."""
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + text + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(new, encoding="utf-8")
 
 
 def main() -> None:
@@ -203,7 +189,7 @@ def main() -> None:
     text = section(run(args.rounds))
     print(text)
     if not args.no_write:
-        write_section(text)
+        sections.write_section("bench/bench_sweep.py", text)
 
 
 if __name__ == "__main__":

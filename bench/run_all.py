@@ -26,7 +26,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-import data  # noqa: E402  (bench/ modules, imported after the path is set)
+import data  # noqa: E402
+import sections  # noqa: E402  (bench/ modules, imported after the path is set)
 import end_to_end  # noqa: E402
 import kernel  # noqa: E402
 import naive  # noqa: E402
@@ -34,8 +35,7 @@ import phases  # noqa: E402
 
 DATA_DIR = HERE / ".data"
 BIG, SMALL = 1_000_000, 10_000
-BEGIN = "<!-- BEGIN bench/run_all.py: generated, do not edit by hand -->"
-END = "<!-- END bench/run_all.py -->"
+BEGIN, END = sections.markers("bench/run_all.py")
 TARGETS = {"kernel_bars_per_s": 30e6, "e2e_seconds": 3.0, "e2e_ratio": 1.5, "peak_mb": 500.0}
 
 
@@ -184,24 +184,6 @@ def _rate(x: float) -> str:
     return f"{x / 1e6:.1f} M" if x >= 1e6 else f"{x / 1e3:.0f} k"
 
 
-def write_section(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    """Replace this script's section in BENCHMARKS.md (or append it), keeping everything else."""
-    block = f"{BEGIN}\n{text}{END}\n"
-    if path.exists():
-        old = path.read_text()
-        if BEGIN in old and END in old:
-            head, rest = old.split(BEGIN, 1)
-            tail = rest.split(END, 1)[1].lstrip("\n")
-            new = head + block + ("\n" + tail if tail else "")
-        else:
-            new = old.rstrip("\n") + "\n\n" + block
-    else:
-        new = "# Benchmarks\n\nFigures written by the scripts in `bench/`; each section says how to reproduce it.\n\n" + block
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats and pandas rows (smoke check)")
@@ -210,7 +192,7 @@ def main() -> None:
     text = report(run(args.quick))
     print(text)
     if not args.no_write:
-        write_section(text)
+        sections.write_section("bench/run_all.py", text)
         print(f"wrote {ROOT / 'BENCHMARKS.md'}")
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import run_all  # noqa: E402
+import sections  # noqa: E402
 
 
 def fake_results(kernel_s=0.025, big_s=2.0, small_s=1.6, peak=420.0):
@@ -42,11 +43,11 @@ def test_report_states_each_target_and_the_ratios():
 
 def test_write_section_replaces_only_its_own_block(tmp_path):
     md = tmp_path / "BENCHMARKS.md"
-    run_all.write_section("## Mine\nfirst\n", md)
+    sections.write_section("bench/run_all.py", "## Mine\nfirst\n", md)
     assert md.read_text().startswith("# Benchmarks\n")
     md.write_text(md.read_text() + "\n## Sweeps (someone else's)\nkept\n")
     md.write_text("# Benchmarks\n\n## Paper loop (another one)\nalso kept\n\n" + md.read_text().split("\n\n", 2)[2])
-    run_all.write_section("## Mine\nsecond\n", md)
+    sections.write_section("bench/run_all.py", "## Mine\nsecond\n", md)
     text = md.read_text()
     assert "second" in text and "first" not in text
     assert "## Sweeps (someone else's)\nkept" in text and "## Paper loop (another one)\nalso kept" in text
