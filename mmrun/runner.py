@@ -348,10 +348,13 @@ def run(cfg: Any, out_dir: Path) -> Dict[str, Any]:
         outcomes = _run_backtests(cfg, specs)
     summaries = []
     for spec, out in zip(specs, outcomes):
-        write_pair(dirs[spec.pair], out)
         summary = pair_summary(cfg, spec, out)
+        # the picture is drawn while the frames are written (Polars writes without the GIL)
+        picture = threading.Thread(target=_picture, args=(cfg, dirs[spec.pair], out, summary), name="mmrun-report")
+        picture.start()
+        write_pair(dirs[spec.pair], out)
         write_json(summary, dirs[spec.pair] / "summary.json")
-        _picture(cfg, dirs[spec.pair], out, summary)
+        picture.join()
         summaries.append(summary)
     root = summaries[0] if single else aggregate(cfg, summaries, outcomes)
     if not single:
