@@ -231,16 +231,22 @@ def _load_candles(df: pl.DataFrame, cols: Dict[str, str], src: _Source, repair: 
     if has_quotes:
         b, a = v["bid"], v["ask"]
         _check_rows(b > a, src, lambda i: f"bid {_g(b[i])} is above ask {_g(a[i])} (a crossed book)")
-    order = _repaired_order(ts, repair)
-    if order is not None:
-        ts = ts[order]
-        v = {k: x[order] for k, x in v.items()}
-    _check_order(ts, order, src)
+    ts, v = _ordered(ts, v, repair, src)
     if ts.size < 2:
         raise src.fail("only 1 candle: a backtest needs at least 2 (quotes from one candle fill against the next)")
     ts = ts + _bar_ms(ts)
     close = v["close"]
     return _rows(ts, v.get("bid", close), v.get("ask", close), close, v["low"], v["high"], v["volume"])
+
+
+def _ordered(ts: np.ndarray, v: Dict[str, np.ndarray], repair: Tuple[str, ...], src: _Source):
+    """Apply the explicitly asked repair (sort, dedupe), then insist on strictly increasing times."""
+    order = _repaired_order(ts, repair)
+    if order is not None:
+        ts = ts[order]
+        v = {k: x[order] for k, x in v.items()}
+    _check_order(ts, order, src)
+    return ts, v
 
 
 def _load_market(df: pl.DataFrame, cols: Dict[str, str], src: _Source, repair: Tuple[str, ...]) -> Rows:
@@ -263,11 +269,7 @@ def _load_market(df: pl.DataFrame, cols: Dict[str, str], src: _Source, repair: T
     _check_rows(hi < lo, src, lambda i: f"high {_g(hi[i])} is below low {_g(lo[i])}")
     b, a = v["bid"], v["ask"]
     _check_rows(b > a, src, lambda i: f"bid {_g(b[i])} is above ask {_g(a[i])} (a crossed book)")
-    order = _repaired_order(ts, repair)
-    if order is not None:
-        ts = ts[order]
-        v = {k: x[order] for k, x in v.items()}
-    _check_order(ts, order, src)
+    ts, v = _ordered(ts, v, repair, src)
     return _rows(ts, v["bid"], v["ask"], v["last"], v["low"], v["high"], v["volume"])
 
 
