@@ -84,17 +84,9 @@ def _levels(label: str) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import numba
 
-    return (f"{cpu}, {os.cpu_count()} cores; {platform.system()} {platform.release()}; Python "
+    return (f"{sections.cpu_model()}, {os.cpu_count()} cores; {platform.system()} {platform.release()}; Python "
             f"{platform.python_version()}, numba {numba.__version__}, numpy {np.__version__}")
 
 

@@ -35,8 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-import data  # noqa: E402  (bench/ modules, imported after the path is set)
-import kernel  # noqa: E402
+import kernel  # noqa: E402  (bench/ modules, imported after the path is set)
 import sections  # noqa: E402
 
 BARS = 1_000_000

@@ -40,14 +40,7 @@ TARGETS = {"kernel_bars_per_s": 30e6, "e2e_seconds": 3.0, "e2e_ratio": 1.5, "pea
 
 
 def machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = sections.cpu_model()
     ram_gb = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

@@ -18,7 +18,7 @@ import polars as pl
 
 from mmrun import __version__, engine
 from mmrun.config import PairSpec, validate
-from mmrun.errors import ConfigError, DataError
+from mmrun.errors import DataError
 from mmrun.maker import MarketMaker, PairOutcome, WallClock
 from mmrun.record import EventStream, read_events, safe_name, write_csv, write_json, write_parquet
 from mmrun.stats import compute_stats, trading_stats

@@ -4,7 +4,6 @@ backtest give identical fills, balances, equity and data fingerprint."""
 import asyncio
 import json
 
-import numpy as np
 import polars as pl
 import pytest
 

@@ -4,7 +4,6 @@ import json
 import struct
 
 import numpy as np
-import polars as pl
 
 from clirun import run_mmrun
 from mmrun.maker import fills_frame
