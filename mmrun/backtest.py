@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import weakref
+from collections import OrderedDict
 from typing import Dict, List
 
 import numpy as np
@@ -16,6 +18,11 @@ from mmrun.record import EQUITY_SCHEMA, events_frame, frame
 # Rows hashed per block: the fingerprint needs the rows row-major, and stacking a million of
 # them at once would cost two 56 MB copies at the run's memory peak.
 _HASH_BLOCK = 65536
+# Digests of the last few column sets hashed, by the arrays' identity: a sweep's jobs in one
+# process replay the same arrays (market.history's per-process cache), hashed once. Nothing
+# writes to those arrays; a weak reference per array makes sure a key is not a reused id.
+_DIGESTS: "OrderedDict[tuple, tuple]" = OrderedDict()
+_DIGESTS_KEPT = 4
 
 
 def fingerprint_columns(ts_ms: np.ndarray, cols: List[np.ndarray]) -> str:
@@ -24,6 +31,20 @@ def fingerprint_columns(ts_ms: np.ndarray, cols: List[np.ndarray]) -> str:
     The same digest as maker.fingerprint_rows over the stacked rows, and as the paper loop's
     running hash of the rows it cycled, computed a block at a time.
     """
+    arrays = (ts_ms, *cols)
+    key = tuple(id(a) for a in arrays)
+    hit = _DIGESTS.get(key)
+    if hit is not None and all(ref() is a for ref, a in zip(hit[0], arrays)):
+        _DIGESTS.move_to_end(key)
+        return hit[1]
+    digest = _sha256_rows(ts_ms, cols)
+    _DIGESTS[key] = ([weakref.ref(a) for a in arrays], digest)
+    while len(_DIGESTS) > _DIGESTS_KEPT:
+        _DIGESTS.popitem(last=False)
+    return digest
+
+
+def _sha256_rows(ts_ms: np.ndarray, cols: List[np.ndarray]) -> str:
     h = hashlib.sha256()
     n = ts_ms.shape[0]
     block = np.empty((min(n, _HASH_BLOCK), 1 + len(cols)))

@@ -54,48 +54,51 @@ def sortino(equity: np.ndarray, ts_ms: np.ndarray) -> float:
     return float(np.mean(r) / down * math.sqrt(MS_PER_YEAR / step_ms))
 
 
-def _fill_rows(equity_ts: np.ndarray, fill_ts: np.ndarray) -> np.ndarray:
-    """Index of each fill's cycle in the equity frame (the row with the fill's timestamp)."""
-    return np.searchsorted(equity_ts, fill_ts, side="left")
+class _Fills:
+    """The fills as arrays, matched to their cycles once for every fill metric.
+
+    row: index of each fill's cycle in the equity frame (the row with the fill's timestamp);
+    sign: +1 for a buy, -1 for a sell; notional: price x amount, the metrics' weights.
+    """
+
+    def __init__(self, equity: pl.DataFrame, fills: pl.DataFrame):
+        self.mids = equity["mid"].to_numpy()
+        self.row = np.searchsorted(equity["ts_ms"].to_numpy(), fills["ts_ms"].to_numpy(), side="left")
+        self.sign = np.where((fills["side"] == "buy").to_numpy(), 1.0, -1.0)
+        self.price = fills["price"].to_numpy()
+        self.notional = self.price * fills["amount"].to_numpy()
 
 
-def _signed(fills: pl.DataFrame) -> np.ndarray:
-    return np.where(fills["side"].to_numpy() == "buy", 1.0, -1.0)
-
-
-def spread_captured_bps(equity: pl.DataFrame, fills: pl.DataFrame) -> float:
+def spread_captured_bps(f: _Fills) -> float:
     """Mean edge of the fills against the mid, in basis points of the mid, notional-weighted.
 
     Per fill: side x (mid - price) / mid x 10,000, side +1 for a buy and -1 for a sell, mid
     the mid of the cycle the fill is recorded in (events.csv's `mid`): positive = bought
     below / sold above the mid. Not annualised. 0 without fills.
     """
-    if fills.height == 0 or equity.height == 0:
+    if f.price.size == 0 or f.mids.size == 0:
         return 0.0
-    mid = equity["mid"].to_numpy()[_fill_rows(equity["ts_ms"].to_numpy(), fills["ts_ms"].to_numpy())]
-    price = fills["price"].to_numpy()
-    w = price * fills["amount"].to_numpy()
-    edge = _signed(fills) * (mid - price) / mid * 1e4
-    return float(np.sum(w * edge) / np.sum(w))
+    mid = f.mids[f.row]
+    edge = f.sign * (mid - f.price) / mid * 1e4
+    return float(np.sum(f.notional * edge) / np.sum(f.notional))
 
 
-def markout_bps(equity: pl.DataFrame, fills: pl.DataFrame, cycles: int) -> float:
+def markout_bps(f: _Fills, cycles: int) -> float:
     """Mean markout `cycles` quote cycles after each fill, in basis points of the fill price.
 
     Per fill: side x (mid k cycles after the fill's cycle - price) / price x 10,000,
     notional-weighted over the fills that have k later cycles in the run. Positive = the
     market moved the fill's way; negative = adverse selection. Not annualised. 0 if none.
     """
-    if fills.height == 0 or equity.height == 0:
+    if f.price.size == 0 or f.mids.size == 0:
         return 0.0
-    mids = equity["mid"].to_numpy()
-    later = _fill_rows(equity["ts_ms"].to_numpy(), fills["ts_ms"].to_numpy()) + cycles
-    keep = later < mids.size
+    later = f.row + cycles
+    keep = later < f.mids.size
     if not keep.any():
         return 0.0
-    price = fills["price"].to_numpy()[keep]
-    w = price * fills["amount"].to_numpy()[keep]
-    move = _signed(fills)[keep] * (mids[later[keep]] - price) / price * 1e4
+    price = f.price[keep]
+    w = f.notional[keep]
+    move = f.sign[keep] * (f.mids[later[keep]] - price) / price * 1e4
     return float(np.sum(w * move) / np.sum(w))
 
 
@@ -158,6 +161,7 @@ def trading_stats(
         market = (float(mids[-1]) / float(mids[0]) - 1.0) * 100.0 if mids[0] > 0 else 0.0
     else:
         hold, market = initial_value, 0.0
+    matched = _Fills(equity, fills)
     volume = float((fills["price"] * fills["amount"]).sum()) if fills.height else 0.0
     if eq.size > 1:
         w = np.diff(equity["ts_ms"].to_numpy()).astype(np.float64)
@@ -168,9 +172,9 @@ def trading_stats(
         "hold_value": hold,
         "pnl_vs_hold": final - hold,
         "market_return_pct": market,
-        "spread_captured_bps": spread_captured_bps(equity, fills),
-        "markout_1_bps": markout_bps(equity, fills, 1),
-        "markout_10_bps": markout_bps(equity, fills, 10),
+        "spread_captured_bps": spread_captured_bps(matched),
+        "markout_1_bps": markout_bps(matched, 1),
+        "markout_10_bps": markout_bps(matched, 10),
         **time_weighted_inventory(equity),
         "turnover": volume / mean_equity if mean_equity > 0 else 0.0,
         "fill_ratio": fill_ratio(equity, fills),
