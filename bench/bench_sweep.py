@@ -8,9 +8,14 @@ spread=8 values sizing.order_size_pct=2 values`), timed from process start to ex
 included: once with the default launcher (joblib, hydra.launcher.n_jobs = cores) and once with
 hydra/launcher=basic (the jobs one after another in one process). The numba cache is warmed by
 an uncounted run first. Per-job overhead is what a job costs beyond the engine kernel:
-sweep wall time x workers / jobs - one backtest's kernel time (engine.run_bulk on the same
-bars, best of 5), i.e. process start, Hydra, loading the data (once per worker: the history
-cache), writing the run folder and the report, spread over the jobs.
+sweep wall time / jobs - one backtest's kernel time (engine.run_bulk on the same bars, best
+of 5), i.e. process start, Hydra, loading the data (once per worker: the history cache),
+writing the run folder and the report, spread over the jobs.
+
+Each command's time is also split into its parts (from the jobs' run_info.json): start to the
+first job, the jobs, the last job to the exit; and the best any launcher could do on these
+cores is estimated from the one-at-a-time run (its parts outside the jobs, plus the jobs' CPU
+time and Hydra's time between jobs shared perfectly by the workers).
 
 Writes its part of BENCHMARKS.md (between its own markers, under "## Sweeps"); the rest of
 the file belongs to bench/run_all.py and stays as it is.
@@ -23,7 +28,6 @@ import json
 import os
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,56 +57,60 @@ def sweep_command(data_path: Path, sweep_dir: Path, *launcher: str) -> list:
     ]
 
 
+def _machine_busy() -> float:
+    """CPU seconds all processes of the machine have used (Linux /proc/stat; 0 elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def _children_cpu() -> float:
     u = resource.getrusage(resource.RUSAGE_CHILDREN)
     return u.ru_utime + u.ru_stime
 
 
 def timed_sweep(data_path: Path, *launcher: str) -> dict:
-    """Wall and CPU seconds (all processes) of one whole sweep command, its jobs' mean own wall time."""
+    """One whole sweep command: wall and CPU seconds (all processes), and where the time went.
+
+    From the jobs' run_info.json: `first_job` = seconds from the command's start to the first
+    job's start (interpreter, Hydra composing the sweep and every job's config, workers
+    starting), `jobs_phase` = first job's start to the last job's end, `tail` = last job's end
+    to the command's exit (the sweep report, workers stopping); `job_seconds` / `job_cpu` =
+    the jobs' own wall and CPU seconds summed (a job's CPU above its wall time = the job kept
+    more than one core busy: the picture drawn beside the writes, Polars' threads).
+    """
     out = Path(tempfile.mkdtemp(prefix="mmrun-bench-sweep-"))
     try:
-        cpu, load = _children_cpu(), os.getloadavg()[0]
+        cpu, busy = _children_cpu(), _machine_busy()
+        start = time.time()
         t = time.perf_counter()
         res = subprocess.run(sweep_command(data_path, out / "s", *launcher), cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - t
         cpu = _children_cpu() - cpu
+        others = max(0.0, _machine_busy() - busy - cpu)  # CPU of processes not part of the sweep
         if res.returncode != 0:
             raise RuntimeError(f"sweep failed ({res.returncode}): {res.stderr.strip()[-2000:]}")
-        jobs = [json.loads((out / "s" / str(i) / "run_info.json").read_text())["wall_clock_seconds"] for i in range(JOBS)]
         if not (out / "s" / "sweep_summary.csv").is_file():
             raise RuntimeError("the sweep wrote no sweep_summary.csv")
-        return {"seconds": wall, "cpu_seconds": cpu, "job_seconds": statistics.mean(jobs), "load": load}
+        infos = [json.loads((out / "s" / str(i) / "run_info.json").read_text()) for i in range(JOBS)]
+        begins = [datetime.fromisoformat(j["wall_clock_start_utc"]).timestamp() - start for j in infos]
+        ends = [b + j["wall_clock_seconds"] for b, j in zip(begins, infos)]
+        return {
+            "seconds": wall,
+            "cpu_seconds": cpu,
+            "others": others,
+            "first_job": min(begins),
+            "jobs_phase": max(ends) - min(begins),
+            "tail": wall - max(ends),
+            "job_seconds": sum(j["wall_clock_seconds"] for j in infos),
+            "job_cpu": sum(j["cpu_seconds"] for j in infos),
+        }
     finally:
         shutil.rmtree(out, ignore_errors=True)
-
-
-# Streams 64 MB arrays through numpy: memory bound, single-threaded; prints its CPU seconds.
-_MEMORY_PROBE = """
-import time, numpy as np
-a = np.random.rand(8_000_000); b = np.empty_like(a)
-t = time.process_time()
-for _ in range(40):
-    np.multiply(a, 1.0001, out=b); np.add(b, a, out=a)
-print(time.process_time() - t)
-"""
-
-
-def memory_contention() -> float:
-    """CPU seconds of a memory-bound probe when two run at once / when one runs alone (best of 3).
-
-    Above 1, two processes slow each other down through the shared memory bandwidth and caches,
-    whatever the number of cores: the limit of a parallel speedup for memory-heavy jobs.
-    """
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-
-    def probe(n: int) -> float:
-        procs = [subprocess.Popen([sys.executable, "-c", _MEMORY_PROBE], stdout=subprocess.PIPE, text=True, env=env) for _ in range(n)]
-        return statistics.mean(float(p.communicate()[0]) for p in procs)
-
-    alone = min(probe(1) for _ in range(3))
-    together = min(probe(2) for _ in range(3))
-    return together / alone
 
 
 def run(rounds: int) -> dict:
@@ -115,7 +123,6 @@ def run(rounds: int) -> dict:
     r = {"machine": machine(), "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "workers": workers}
     print("kernel ...", flush=True)
     r["kernel"] = kernel.kernel_bars_per_s(load_rows(str(big)), "touch", fee=0.001)
-    r["memory_contention"] = memory_contention()
     print("warm-up ...", flush=True)
     from end_to_end import run_once
 
@@ -132,14 +139,28 @@ def run(rounds: int) -> dict:
     return r
 
 
+def _row(name: str, x: dict) -> str:
+    return (
+        f"| {name} | {x['seconds']:.2f} s | {x['cpu_seconds']:.2f} s | {x['first_job']:.2f} s | {x['jobs_phase']:.2f} s "
+        f"| {x['tail']:.2f} s | {x['job_seconds']:.2f} s | {x['job_cpu']:.2f} s | {x['others']:.2f} s |"
+    )
+
+
+def best_possible(ser: dict, workers: int) -> float:
+    """Seconds of the sweep with a perfect launcher: the one-at-a-time run's parts outside the
+    jobs as they are, its jobs' CPU time and Hydra's time between jobs split evenly over the
+    workers with nothing added (no worker start-up, no contention, no imbalance)."""
+    between = ser["jobs_phase"] - ser["job_seconds"]
+    return ser["first_job"] + ser["tail"] + (ser["job_cpu"] + between) / workers
+
+
 def section(r: dict) -> str:
     m = r["machine"]
     k = r["kernel"]["seconds"]
     par, ser, w = r["parallel"], r["serial"], r["workers"]
     speedup = ser["seconds"] / par["seconds"]
-    over_par = par["seconds"] * w / JOBS - k
-    over_ser = ser["seconds"] / JOBS - k
     ok = "met" if speedup >= TARGET_SPEEDUP else "**missed**"
+    ideal = best_possible(ser, w)
     return "\n".join(
         [
             "## Sweeps",
@@ -147,33 +168,34 @@ def section(r: dict) -> str:
             f"`python bench/bench_sweep.py` ({r['started']}; {m['cpu']}, {m['cores']} cores; best of {r['rounds']} "
             f"round(s)). {JOBS} backtest jobs (spread x 8, sizing.order_size_pct x 2) over the same "
             f"{BARS:,}-bar Parquet file (bench/data.py), each command timed from process start to exit, "
-            "report included.",
+            "report included. The parts come from the jobs' run_info.json.",
             "",
-            "| sweep | wall time | CPU time (all processes) | per job (wall / jobs) | a job's own time "
-            "(run_info.json, mean) | per-job overhead beyond the kernel | load average at start |",
-            "|---|---|---|---|---|---|---|",
-            f"| joblib, {w} workers (the default) | {par['seconds']:.2f} s | {par['cpu_seconds']:.2f} s "
-            f"| {par['seconds'] / JOBS:.3f} s | {par['job_seconds']:.3f} s | {over_par:.3f} s per worker-job "
-            f"| {par['load']:.2f} |",
-            f"| one at a time (hydra/launcher=basic) | {ser['seconds']:.2f} s | {ser['cpu_seconds']:.2f} s "
-            f"| {ser['seconds'] / JOBS:.3f} s | {ser['job_seconds']:.3f} s | {over_ser:.3f} s | {ser['load']:.2f} |",
+            "| sweep | wall time | CPU time (all processes) | start to first job | first job start to last job end "
+            "| last job end to exit | jobs' own wall time (sum) | jobs' own CPU time (sum) | CPU time of other processes meanwhile |",
+            "|---|---|---|---|---|---|---|---|---|",
+            _row(f"joblib, {w} workers (the default)", par),
+            _row("one at a time (hydra/launcher=basic)", ser),
             "",
             f"- speedup of the parallel sweep: **{speedup:.2f}x** on {w} cores (target >= {TARGET_SPEEDUP}x: {ok})",
-            f"- memory contention: a memory-bound probe (numpy streaming 64 MB arrays) takes {r['memory_contention']:.2f}x "
-            "its CPU time when two copies run at once (1.00 = the cores do not slow each other down; above it, "
-            "memory-heavy jobs such as 1M-row frames built, written and plotted cannot run 2x faster on 2 cores)",
-            f"- one backtest's kernel time (engine.run_bulk, {r['kernel']['bars']:,} bars, best of 5): {k:.3f} s",
-            "- per-job overhead = wall time x workers / jobs - kernel time: process start and Hydra (once per",
-            "  sweep), loading the file (once per worker, the history cache), writing each run folder",
-            "  (events, equity, summary, report.png) and the sweep report.",
+            f"- speedup of the jobs alone (first job start to last job end): {ser['jobs_phase'] / par['jobs_phase']:.2f}x",
+            f"- per-job overhead (sweep wall time / jobs - one backtest's kernel time): joblib "
+            f"{par['seconds'] / JOBS - k:.3f} s, one at a time {ser['seconds'] / JOBS - k:.3f} s; the kernel "
+            f"(engine.run_bulk, {r['kernel']['bars']:,} bars, best of 5) takes {k:.3f} s",
+            f"- a job run one at a time already keeps {ser['job_cpu'] / ser['job_seconds']:.2f} cores busy on average "
+            "(its CPU time over its wall time: report.png is drawn while the frames are written, Polars writes "
+            "with several threads)",
+            f"- the best any launcher could do here: {ideal:.2f} s, i.e. **{ser['seconds'] / ideal:.2f}x** "
+            f"(the one-at-a-time run's {ser['first_job']:.2f} s before the first job and {ser['tail']:.2f} s after the "
+            f"last as they are, the jobs' {ser['job_cpu']:.2f} s of CPU and Hydra's "
+            f"{ser['jobs_phase'] - ser['job_seconds']:.2f} s between jobs shared perfectly by {w} workers with no "
+            "start-up and no contention)",
             *(
                 [
-                    f"- the machine was shared while measuring (load average {max(par['load'], ser['load']):.1f} from "
-                    "other processes): the parallel sweep needs both cores free, so its wall time and speedup are "
-                    f"pessimistic here; the CPU times show the work itself (parallel {par['cpu_seconds'] / ser['cpu_seconds']:.2f}x "
-                    "the CPU of one at a time: worker start-up, a data load and compiled-code load per worker)."
+                    f"- the machine was shared while measuring (other processes used {max(par['others'], ser['others']):.1f} s "
+                    "of CPU during a sweep): the parallel sweep needs both cores free, so its wall time and speedup "
+                    "are pessimistic here."
                 ]
-                if max(par["load"], ser["load"]) > 0.5
+                if max(par["others"], ser["others"]) > 0.5
                 else []
             ),
         ]

@@ -327,7 +327,7 @@ def print_summary(s: Dict[str, Any], out_dir: Path, wall_s: float) -> None:
 
 def run(cfg: Any, out_dir: Path) -> Dict[str, Any]:
     """Run the configured market maker(s) into out_dir; return the (root) summary."""
-    wall_start = time.time()
+    wall_start, cpu_start = time.time(), time.process_time()
     specs = validate(cfg)
     # report.png needs matplotlib (about 0.3 s to import): import it beside the run's own work
     # (file reading and Parquet writing release the GIL) instead of after it.
@@ -359,21 +359,25 @@ def run(cfg: Any, out_dir: Path) -> Dict[str, Any]:
     root = summaries[0] if single else aggregate(cfg, summaries, outcomes)
     if not single:
         write_json(root, out_dir / "summary.json")
-    wall_s = write_run_info(out_dir, wall_start)
+    wall_s = write_run_info(out_dir, wall_start, cpu_start)
     print_summary(root, out_dir, wall_s)
     return root
 
 
-def write_run_info(out_dir: Path, wall_start: float) -> float:
+def write_run_info(out_dir: Path, wall_start: float, cpu_start: Optional[float] = None) -> float:
     """run_info.json: the wall-clock facts of a run (start, seconds), its command and versions.
 
-    Returns the run's wall-clock seconds (since wall_start, a time.time() value).
+    cpu_start (a time.process_time() value taken with wall_start): given, cpu_seconds is the
+    CPU time the process spent since, all its threads together (above wall_clock_seconds when
+    the run kept more than one core busy). Returns the run's wall-clock seconds.
     """
     wall_s = time.time() - wall_start
+    cpu = {} if cpu_start is None else {"cpu_seconds": round(time.process_time() - cpu_start, 3)}
     write_json(
         {
             "wall_clock_start_utc": datetime.fromtimestamp(wall_start, tz=timezone.utc).isoformat(),
             "wall_clock_seconds": round(wall_s, 3),
+            **cpu,
             "command": " ".join(sys.argv),
             "python": sys.version.split()[0],
             "versions": _versions(),

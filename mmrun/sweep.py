@@ -400,6 +400,22 @@ def finish_pending() -> None:
         _report(*_pending)
 
 
+def _release_idle_workers() -> None:
+    """Let the joblib launcher's worker processes exit while the report is written.
+
+    Idle after the last job, they would otherwise be stopped one after the other when this
+    process exits, after the report (about 0.3 s on 2 workers holding a million-row cache).
+    No-op if no joblib/loky pool ran in this process (other launchers, or loky's layout changed).
+    """
+    try:
+        from joblib.externals.loky import reusable_executor
+    except ImportError:
+        return
+    pool = getattr(reusable_executor, "_executor", None)
+    if pool is not None:
+        pool.shutdown(wait=False)
+
+
 class SweepReport(Callback):
     """Hydra callback (conf/config.yaml: hydra.callbacks.sweep_report): the report when a multirun ends."""
 
@@ -426,6 +442,7 @@ class SweepReport(Callback):
         _pending = (Path(str(config.hydra.sweep.dir)), self._arguments(config))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        _release_idle_workers()
         _report(Path(str(config.hydra.sweep.dir)), self._arguments(config))
 
     @staticmethod

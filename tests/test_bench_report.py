@@ -52,3 +52,26 @@ def test_write_section_replaces_only_its_own_block(tmp_path):
     assert "second" in text and "first" not in text
     assert "## Sweeps (someone else's)\nkept" in text and "## Paper loop (another one)\nalso kept" in text
     assert text.count(run_all.BEGIN) == 1 and text.count(run_all.END) == 1
+
+
+def test_sweep_section_judges_the_speedup_and_the_best_a_launcher_could_do():
+    import bench_sweep
+
+    def sweep(seconds, first, jobs_phase, tail, job_s, job_cpu, others=0.0):
+        return {"seconds": seconds, "cpu_seconds": job_cpu + 3.0, "others": others, "first_job": first,
+                "jobs_phase": jobs_phase, "tail": tail, "job_seconds": job_s, "job_cpu": job_cpu}
+
+    serial = sweep(12.0, 2.0, 9.0, 1.0, 8.0, 10.0)
+    # perfect sharing of the jobs' CPU and Hydra's 1 s between jobs: 2 + 1 + (10 + 1) / 2
+    assert bench_sweep.best_possible(serial, 2) == 8.5
+    r = {"machine": {"cpu": "Test CPU", "cores": 2}, "started": "2026-11-24 07:00 UTC", "rounds": 1, "workers": 2,
+         "kernel": {"bars": 1_000_000, "seconds": 0.03}, "serial": serial,
+         "parallel": sweep(10.0, 2.5, 6.0, 1.5, 11.0, 11.0)}
+    text = bench_sweep.section(r)
+    assert "**1.20x** on 2 cores (target >= 1.7x: **missed**)" in text
+    assert "jobs alone (first job start to last job end): 1.50x" in text
+    assert "8.50 s, i.e. **1.41x**" in text and "keeps 1.25 cores busy" in text
+    assert "shared while measuring" not in text
+    r["parallel"] = sweep(6.0, 1.0, 4.5, 0.5, 8.0, 8.0, others=2.0)
+    text = bench_sweep.section(r)
+    assert "**2.00x** on 2 cores (target >= 1.7x: met)" in text and "other processes used 2.0 s" in text

@@ -110,3 +110,21 @@ def test_a_paper_runs_market_replayed_by_backtest_gives_the_same_run(tmp_path):
     b_ev = read_events(tmp_path / "bt" / "events.csv")
     assert p_ev.drop("note").equals(b_ev.drop("note"))
     assert pl.read_parquet(tmp_path / "paper" / "equity.parquet").equals(pl.read_parquet(tmp_path / "bt" / "equity.parquet"))
+
+
+def test_the_fingerprint_is_remembered_per_array_set_and_follows_the_data():
+    import numpy as np
+
+    from mmrun.backtest import _sha256_rows, fingerprint_columns
+    from mmrun.maker import fingerprint_rows
+
+    rng = np.random.default_rng(3)
+    ts = np.arange(1000, dtype=np.int64) * 60_000
+    cols = [rng.random(1000) for _ in ROW_FIELDS[1:]]
+    first = fingerprint_columns(ts, cols)
+    assert first == fingerprint_rows(np.column_stack([ts.astype(float), *cols]))  # the paper loop's digest
+    assert fingerprint_columns(ts, cols) == first  # remembered: the same arrays again
+    other = [c.copy() for c in cols]
+    other[2][500] += 1.0
+    assert fingerprint_columns(ts, other) != first == fingerprint_columns(ts, cols)
+    assert fingerprint_columns(ts, other) == _sha256_rows(ts, other)

@@ -188,8 +188,11 @@ def test_grid_sweep_runs_in_parallel_and_writes_the_report(grid_sweep):
         assert all(f"{d / str(other)}\n" not in log for other in range(4) if other != job)
         info = json.loads((folder / "run_info.json").read_text())
         assert {"mmrun", "hydra-core", "numba", "polars"} <= set(info["versions"])
+        assert info["cpu_seconds"] > 0
         summary = json.loads((folder / "summary.json").read_text())
         assert summary["seed"] == 42 and len(summary["data_fingerprint"]) == 64
+    # the same data in every job: hashed afresh by a worker's first job, then remembered
+    assert len({json.loads((d / str(j) / "summary.json").read_text())["data_fingerprint"] for j in range(4)}) == 1
 
 
 def test_every_numeric_summary_metric_is_an_allowed_objective(grid_sweep):
