@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -46,6 +47,26 @@ def _task(cfg: DictConfig) -> Optional[float]:
         else:
             _failures.append(exc)
         return None
+    finally:
+        if hc.mode is not None and hc.mode.name == "MULTIRUN":
+            _freeze_survivors()
+
+
+_frozen = False
+
+
+def _freeze_survivors() -> None:
+    """After a process's first sweep job: collect its garbage, then exempt what survives
+    (modules, compiled code, Hydra's state, the market-data cache: some 200,000 objects) from
+    every later garbage collection. Each later job's own garbage is still collected, in a
+    fraction of the time: a joblib (loky) worker runs a full collection after every job, which
+    would otherwise walk all of those objects each time (about 0.1 to 0.2 s a job).
+    """
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
 
 
 def main() -> None:
