@@ -1,6 +1,6 @@
 """A 16-job sweep over 1,000,000 one-minute bars: joblib on every core vs one job at a time.
 
-    python bench/bench_sweep.py             # 2 rounds of each (about 2 minutes on 2 cores)
+    python bench/bench_sweep.py             # 2 rounds of each (about 3 minutes on 2 cores)
     python bench/bench_sweep.py --rounds 1
 
 Both sweeps are the same command (`python -m mmrun --multirun mode=backtest data.path=FILE
@@ -19,6 +19,9 @@ time and Hydra's time between jobs shared perfectly by the workers).
 
 Writes its part of BENCHMARKS.md (between its own markers, under "## Sweeps"); the rest of
 the file belongs to bench/run_all.py and stays as it is.
+
+For comparison it also times a sweep of longer jobs the same two ways: 8 paper runs on the
+simulated exchange, a day of market each.
 """
 
 from __future__ import annotations
@@ -47,14 +50,17 @@ SPREADS = ("0.0005", "0.001", "0.0015", "0.002", "0.003", "0.004", "0.005", "0.0
 SIZES = ("0.01", "0.02")
 JOBS = len(SPREADS) * len(SIZES)
 TARGET_SPEEDUP = 1.7
+# For comparison, longer jobs: paper runs on the simulated exchange, a day of market each
+PAPER_SPREADS = ("0.001", "0.002", "0.003", "0.004", "0.005", "0.006", "0.007", "0.008")
+PAPER_ARGS = ("exchange.sim.duration_s=86400", f"spread={','.join(PAPER_SPREADS)}")
 
 
-def sweep_command(data_path: Path, sweep_dir: Path, *launcher: str) -> list:
-    return [
-        sys.executable, "-m", "mmrun", "--multirun", "mode=backtest", f"data.path={data_path}",
-        f"spread={','.join(SPREADS)}", f"sizing.order_size_pct={','.join(SIZES)}",
-        f"hydra.sweep.dir={sweep_dir}", *launcher,
-    ]
+def backtest_args(data_path: Path) -> tuple:
+    return ("mode=backtest", f"data.path={data_path}", f"spread={','.join(SPREADS)}", f"sizing.order_size_pct={','.join(SIZES)}")
+
+
+def sweep_command(args: tuple, sweep_dir: Path, *launcher: str) -> list:
+    return [sys.executable, "-m", "mmrun", "--multirun", *args, f"hydra.sweep.dir={sweep_dir}", *launcher]
 
 
 def _machine_busy() -> float:
@@ -73,7 +79,7 @@ def _children_cpu() -> float:
     return u.ru_utime + u.ru_stime
 
 
-def timed_sweep(data_path: Path, *launcher: str) -> dict:
+def timed_sweep(args: tuple, jobs: int, *launcher: str) -> dict:
     """One whole sweep command: wall and CPU seconds (all processes), and where the time went.
 
     From the jobs' run_info.json: `first_job` = seconds from the command's start to the first
@@ -88,7 +94,7 @@ def timed_sweep(data_path: Path, *launcher: str) -> dict:
         cpu, busy = _children_cpu(), _machine_busy()
         start = time.time()
         t = time.perf_counter()
-        res = subprocess.run(sweep_command(data_path, out / "s", *launcher), cwd=ROOT, capture_output=True, text=True)
+        res = subprocess.run(sweep_command(args, out / "s", *launcher), cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - t
         cpu = _children_cpu() - cpu
         others = max(0.0, _machine_busy() - busy - cpu)  # CPU of processes not part of the sweep
@@ -96,7 +102,7 @@ def timed_sweep(data_path: Path, *launcher: str) -> dict:
             raise RuntimeError(f"sweep failed ({res.returncode}): {res.stderr.strip()[-2000:]}")
         if not (out / "s" / "sweep_summary.csv").is_file():
             raise RuntimeError("the sweep wrote no sweep_summary.csv")
-        infos = [json.loads((out / "s" / str(i) / "run_info.json").read_text()) for i in range(JOBS)]
+        infos = [json.loads((out / "s" / str(i) / "run_info.json").read_text()) for i in range(jobs)]
         begins = [datetime.fromisoformat(j["wall_clock_start_utc"]).timestamp() - start for j in infos]
         ends = [b + j["wall_clock_seconds"] for b, j in zip(begins, infos)]
         return {
@@ -127,14 +133,15 @@ def run(rounds: int) -> dict:
     from end_to_end import run_once
 
     run_once(str(big))  # fills the numba cache, so no sweep below compiles
-    parallel, serial = [], []
-    for i in range(rounds):  # alternate, so a slow spell of the machine hits both alike
-        print(f"round {i + 1}/{rounds}: parallel ...", flush=True)
-        parallel.append(timed_sweep(big, f"hydra.launcher.n_jobs={workers}"))
-        print(f"round {i + 1}/{rounds}: one at a time ...", flush=True)
-        serial.append(timed_sweep(big, "hydra/launcher=basic"))
-    r["parallel"] = min(parallel, key=lambda x: x["seconds"])
-    r["serial"] = min(serial, key=lambda x: x["seconds"])
+    for key, args, jobs in (("", backtest_args(big), JOBS), ("paper_", PAPER_ARGS, len(PAPER_SPREADS))):
+        parallel, serial = [], []
+        for i in range(rounds):  # alternate, so a slow spell of the machine hits both alike
+            print(f"{key or 'backtest_'}sweep, round {i + 1}/{rounds}: parallel ...", flush=True)
+            parallel.append(timed_sweep(args, jobs, f"hydra.launcher.n_jobs={workers}"))
+            print(f"{key or 'backtest_'}sweep, round {i + 1}/{rounds}: one at a time ...", flush=True)
+            serial.append(timed_sweep(args, jobs, "hydra/launcher=basic"))
+        r[key + "parallel"] = min(parallel, key=lambda x: x["seconds"])
+        r[key + "serial"] = min(serial, key=lambda x: x["seconds"])
     r["rounds"] = rounds
     return r
 
@@ -191,11 +198,31 @@ def section(r: dict) -> str:
             "start-up and no contention)",
             *(
                 [
-                    f"- the machine was shared while measuring (other processes used {max(par['others'], ser['others']):.1f} s "
+                    "",
+                    f"For comparison, longer jobs: {len(PAPER_SPREADS)} paper runs on the simulated exchange, a day of "
+                    f"market each (`python -m mmrun --multirun {' '.join(PAPER_ARGS)}`):",
+                    "",
+                    "| sweep | wall time | CPU time (all processes) | start to first job | first job start to last job end "
+                    "| last job end to exit | jobs' own wall time (sum) | jobs' own CPU time (sum) | CPU time of other processes meanwhile |",
+                    "|---|---|---|---|---|---|---|---|---|",
+                    _row(f"joblib, {w} workers (the default)", r["paper_parallel"]),
+                    _row("one at a time (hydra/launcher=basic)", r["paper_serial"]),
+                    "",
+                    f"- speedup: **{r['paper_serial']['seconds'] / r['paper_parallel']['seconds']:.2f}x**; a job here "
+                    f"takes {r['paper_serial']['job_seconds'] / len(PAPER_SPREADS):.2f} s on average run one at a time, "
+                    f"and keeps {r['paper_serial']['job_cpu'] / r['paper_serial']['job_seconds']:.2f} cores busy",
+                ]
+                if "paper_parallel" in r
+                else []
+            ),
+            *(
+                [
+                    "- the machine was shared while measuring (other processes used "
+                    f"{max(x['others'] for k, x in r.items() if k.endswith(('parallel', 'serial'))):.1f} s "
                     "of CPU during a sweep): the parallel sweep needs both cores free, so its wall time and speedup "
                     "are pessimistic here."
                 ]
-                if max(par["others"], ser["others"]) > 0.5
+                if max(x["others"] for k, x in r.items() if k.endswith(("parallel", "serial"))) > 0.5
                 else []
             ),
         ]

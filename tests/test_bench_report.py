@@ -73,5 +73,8 @@ def test_sweep_section_judges_the_speedup_and_the_best_a_launcher_could_do():
     assert "8.50 s, i.e. **1.41x**" in text and "keeps 1.25 cores busy" in text
     assert "shared while measuring" not in text
     r["parallel"] = sweep(6.0, 1.0, 4.5, 0.5, 8.0, 8.0, others=2.0)
+    r["paper_serial"], r["paper_parallel"] = sweep(16.0, 2.0, 13.0, 1.0, 12.0, 12.0), sweep(10.0, 2.5, 7.0, 0.5, 12.5, 12.5)
     text = bench_sweep.section(r)
     assert "**2.00x** on 2 cores (target >= 1.7x: met)" in text and "other processes used 2.0 s" in text
+    assert "8 paper runs on the simulated exchange" in text
+    assert "- speedup: **1.60x**; a job here takes 1.50 s on average run one at a time, and keeps 1.00 cores busy" in text
