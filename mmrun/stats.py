@@ -54,7 +54,7 @@ def sortino(equity: np.ndarray, ts_ms: np.ndarray) -> float:
     return float(np.mean(r) / down * math.sqrt(MS_PER_YEAR / step_ms))
 
 
-class _Fills:
+class MatchedFills:
     """The fills as arrays, matched to their cycles once for every fill metric.
 
     row: index of each fill's cycle in the equity frame (the row with the fill's timestamp);
@@ -69,7 +69,7 @@ class _Fills:
         self.notional = self.price * fills["amount"].to_numpy()
 
 
-def spread_captured_bps(f: _Fills) -> float:
+def spread_captured_bps(f: MatchedFills) -> float:
     """Mean edge of the fills against the mid, in basis points of the mid, notional-weighted.
 
     Per fill: side x (mid - price) / mid x 10,000, side +1 for a buy and -1 for a sell, mid
@@ -83,7 +83,7 @@ def spread_captured_bps(f: _Fills) -> float:
     return float(np.sum(f.notional * edge) / np.sum(f.notional))
 
 
-def markout_bps(f: _Fills, cycles: int) -> float:
+def markout_bps(f: MatchedFills, cycles: int) -> float:
     """Mean markout `cycles` quote cycles after each fill, in basis points of the fill price.
 
     Per fill: side x (mid k cycles after the fill's cycle - price) / price x 10,000,
@@ -161,7 +161,7 @@ def trading_stats(
         market = (float(mids[-1]) / float(mids[0]) - 1.0) * 100.0 if mids[0] > 0 else 0.0
     else:
         hold, market = initial_value, 0.0
-    matched = _Fills(equity, fills)
+    matched = MatchedFills(equity, fills)
     volume = float((fills["price"] * fills["amount"]).sum()) if fills.height else 0.0
     if eq.size > 1:
         w = np.diff(equity["ts_ms"].to_numpy()).astype(np.float64)
