@@ -146,6 +146,13 @@ def run(rounds: int) -> dict:
     return r
 
 
+_HEADER = (
+    "| sweep | wall time | CPU time (all processes) | start to first job | first job start to last job end "
+    "| last job end to exit | jobs' own wall time (sum) | jobs' own CPU time (sum) | CPU time of other processes meanwhile |",
+    "|---|---|---|---|---|---|---|---|---|",
+)
+
+
 def _row(name: str, x: dict) -> str:
     return (
         f"| {name} | {x['seconds']:.2f} s | {x['cpu_seconds']:.2f} s | {x['first_job']:.2f} s | {x['jobs_phase']:.2f} s "
@@ -168,6 +175,7 @@ def section(r: dict) -> str:
     speedup = ser["seconds"] / par["seconds"]
     ok = "met" if speedup >= TARGET_SPEEDUP else "**missed**"
     ideal = best_possible(ser, w)
+    others = max(x["others"] for name, x in r.items() if name.endswith(("parallel", "serial")))
     return "\n".join(
         [
             "## Sweeps",
@@ -177,9 +185,7 @@ def section(r: dict) -> str:
             f"{BARS:,}-bar Parquet file (bench/data.py), each command timed from process start to exit, "
             "report included. The parts come from the jobs' run_info.json.",
             "",
-            "| sweep | wall time | CPU time (all processes) | start to first job | first job start to last job end "
-            "| last job end to exit | jobs' own wall time (sum) | jobs' own CPU time (sum) | CPU time of other processes meanwhile |",
-            "|---|---|---|---|---|---|---|---|---|",
+            *_HEADER,
             _row(f"joblib, {w} workers (the default)", par),
             _row("one at a time (hydra/launcher=basic)", ser),
             "",
@@ -202,9 +208,7 @@ def section(r: dict) -> str:
                     f"For comparison, longer jobs: {len(PAPER_SPREADS)} paper runs on the simulated exchange, a day of "
                     f"market each (`python -m mmrun --multirun {' '.join(PAPER_ARGS)}`):",
                     "",
-                    "| sweep | wall time | CPU time (all processes) | start to first job | first job start to last job end "
-                    "| last job end to exit | jobs' own wall time (sum) | jobs' own CPU time (sum) | CPU time of other processes meanwhile |",
-                    "|---|---|---|---|---|---|---|---|---|",
+                    *_HEADER,
                     _row(f"joblib, {w} workers (the default)", r["paper_parallel"]),
                     _row("one at a time (hydra/launcher=basic)", r["paper_serial"]),
                     "",
@@ -218,11 +222,11 @@ def section(r: dict) -> str:
             *(
                 [
                     "- the machine was shared while measuring (other processes used "
-                    f"{max(x['others'] for k, x in r.items() if k.endswith(('parallel', 'serial'))):.1f} s "
+                    f"{others:.1f} s "
                     "of CPU during a sweep): the parallel sweep needs both cores free, so its wall time and speedup "
                     "are pessimistic here."
                 ]
-                if max(x["others"] for k, x in r.items() if k.endswith(("parallel", "serial"))) > 0.5
+                if others > 0.5
                 else []
             ),
         ]
