@@ -42,6 +42,11 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def _lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
 def _paper_run(cycles: int, folder: Path) -> dict:
     """One paper run of `cycles` cycles (default config: BTC/USDT, 5 s, touch fills)."""
     from omegaconf import OmegaConf
@@ -62,11 +67,11 @@ def _paper_run(cycles: int, folder: Path) -> dict:
     maker = MarketMaker(
         "BTC/USDT", params, engine.make_state(0.0, 10000.0), feed, SimClock(market.start_ms), events,
         quote_s=cfg.intervals.quote_s, error_s=cfg.intervals.error_s, max_ticks=cycles, log_quotes=True,
-        stop=asyncio.Event(), market_path=folder / "market.parquet",
+        stop=asyncio.Event(), folder=folder,
     )
     out = asyncio.run(maker.run())
     events.close()
-    return {"ticks": maker.ticks, "fills": out.fills.height, "events": events.count}
+    return {"ticks": maker.ticks, "fills": out.fills.height, "events": _lines(folder / "events.csv") - 1}
 
 
 def child(cycles: int) -> None:

@@ -26,7 +26,7 @@ PHASES: List[Tuple[str, str, str]] = [
     ("replay: engine.run_bulk (the compiled kernel)", "mmrun/engine.py", "run_bulk"),
     ("replay: frames and fingerprint around the kernel", "mmrun/backtest.py", "run_backtest"),
     ("summary metrics", "mmrun/stats.py", "compute_stats"),
-    ("write events.csv, events.parquet, equity.parquet", "mmrun/runner.py", "write_pair"),
+    ("write events.csv, events.parquet, equity.parquet", "mmrun/output.py", "write_pair"),
     ("report.png", "mmrun/report.py", "write_report"),
     # numba's first calls: its type system starts and each compiled function is loaded from the
     # cache; this lands inside whichever row above calls compiled code first (summed over calls)

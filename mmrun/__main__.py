@@ -27,7 +27,8 @@ _failures: list = []
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _task(cfg: DictConfig) -> Optional[float]:
-    from mmrun.runner import run, run_failed_job
+    from mmrun.output import run_failed_job
+    from mmrun.runner import run
 
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)

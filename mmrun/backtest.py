@@ -8,12 +8,10 @@ from collections import OrderedDict
 from typing import Dict, List
 
 import numpy as np
-import polars as pl
 
 from mmrun import engine, progress
-from mmrun.maker import PairOutcome
 from mmrun.market import ROW_FIELDS
-from mmrun.record import EQUITY_SCHEMA, events_frame, frame
+from mmrun.recorder import PairOutcome, bulk_outcome
 
 # Rows hashed per block: the fingerprint needs the rows row-major, and stacking a million of
 # them at once would cost two 56 MB copies at the run's memory peak.
@@ -28,7 +26,7 @@ _DIGESTS_KEPT = 4
 def fingerprint_columns(ts_ms: np.ndarray, cols: List[np.ndarray]) -> str:
     """sha256 of the market rows (ts_ms as float64, then ROW_FIELDS[1:]) laid out row-major.
 
-    The same digest as maker.fingerprint_rows over the stacked rows, and as the paper loop's
+    The same digest as recorder.fingerprint_rows over the stacked rows, and as the paper loop's
     running hash of the rows it cycled, computed a block at a time.
     """
     arrays = (ts_ms, *cols)
@@ -58,21 +56,6 @@ def _sha256_rows(ts_ms: np.ndarray, cols: List[np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def _fills(ts_ms: np.ndarray, side: np.ndarray, fills: np.ndarray) -> pl.DataFrame:
-    """The fills for the summary's stats (maker.fills_frame's columns), built column-wise."""
-    return pl.DataFrame(
-        {
-            "ts_ms": pl.Series(ts_ms, dtype=pl.Int64),
-            "side": pl.Series(side > 0).replace_strict({True: "buy", False: "sell"}, return_dtype=pl.String),
-            "price": fills[:, engine.F_PRICE],
-            "amount": fills[:, engine.F_AMOUNT],
-            "fee": fills[:, engine.F_FEE],
-            "base": fills[:, engine.F_BASE],
-            "quote": fills[:, engine.F_QUOTE],
-        }
-    )
-
-
 def run_backtest(pair: str, params: np.ndarray, state: np.ndarray, rows: Dict[str, np.ndarray]) -> PairOutcome:
     """Replay `rows` (ROW_FIELDS arrays, one row per quote cycle) from `state`; state is updated."""
     ts = np.ascontiguousarray(rows["ts_ms"], dtype=np.int64)
@@ -84,41 +67,5 @@ def run_backtest(pair: str, params: np.ndarray, state: np.ndarray, rows: Dict[st
     finally:
         if bar is not None:
             bar.close()
-    mid = (bid + ask) / 2.0
-    equity = frame(
-        {
-            "ts_ms": ts,
-            "mid": mid,
-            "bid_quoted": quoted[:, 0],
-            "ask_quoted": quoted[:, 1],
-            "base": base,
-            "quote": quote,
-            "equity": quote + base * mid,
-        },
-        EQUITY_SCHEMA,
-    )
-    f_ts = ts[fill_rows]
-    f_side = fills[:, engine.F_SIDE]
-    fills_df = _fills(f_ts, f_side, fills)
-    events = events_frame(
-        f_ts,
-        "FILL",
-        pair,
-        fills_df["side"],
-        price=fills[:, engine.F_PRICE],
-        amount=fills[:, engine.F_AMOUNT],
-        base=fills[:, engine.F_BASE],
-        quote=fills[:, engine.F_QUOTE],
-        fee=fills[:, engine.F_FEE],
-        mid=mid[fill_rows],
-    )
     fingerprint = fingerprint_columns(ts, cols)
-    return PairOutcome(
-        pair=pair,
-        status="completed",
-        equity=equity,
-        fills=fills_df,
-        market=None,
-        fingerprint=fingerprint,
-        events=events,
-    )
+    return bulk_outcome(pair, ts, (bid + ask) / 2.0, quoted, fills, fill_rows, base, quote, fingerprint)

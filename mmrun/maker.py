@@ -1,64 +1,30 @@
-"""MarketMaker: the asyncio quote loop for one pair (paper mode), cycle by cycle through the engine."""
+"""The paper loop: `MarketMaker` quotes one pair cycle by cycle through the engine, on live or
+simulated market data, as the original asyncio loop did (fetch, quote, log, wait; on an error
+log it, pull the quotes, wait, go on).
+
+The market source (a `market.source.Feed` and its clock) is picked by market.source; what a
+cycle leaves (equity, market and fill rows) goes to a `recorder.PairRecorder`; the events to
+a record.EventStream. Backtests do not come through here: see backtest.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import polars as pl
 
 from mmrun import engine
 from mmrun.errors import PermanentError
-from mmrun.record import EQUITY_SCHEMA, MARKET_SCHEMA, EventStream, RowBuffer, frame
+from mmrun.record import EventStream
+from mmrun.recorder import PairOutcome, PairRecorder
 
 log = logging.getLogger("mmrun")
 
 SIDE_NAME = {1.0: "buy", -1.0: "sell"}
-
-
-@dataclass
-class PairOutcome:
-    """What one pair's run leaves behind, for the writers and the summary."""
-
-    pair: str
-    status: str  # completed | max_ticks | stopped | failed
-    equity: pl.DataFrame  # record.EQUITY_SCHEMA, one row per quote cycle
-    fills: pl.DataFrame  # side, price, amount, fee, base, quote, ts_ms
-    market: Optional[pl.DataFrame]  # record.MARKET_SCHEMA, the rows paper cycles used
-    errors: int = 0
-    fingerprint: str = ""
-    events: Optional[pl.DataFrame] = None  # backtests: the events, written in one go
-    source_note: str = ""
-    extra: dict = field(default_factory=dict)
-
-
-def fingerprint_rows(rows: np.ndarray) -> str:
-    """sha256 of market rows as float64 (ROW_FIELDS order, row-major): the data's identity."""
-    return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.float64).tobytes()).hexdigest()
-
-
-class WallClock:
-    """Real time; sleeping ends early when the run is asked to stop."""
-
-    def __init__(self, stop: asyncio.Event):
-        self._stop = stop
-
-    def now_ms(self) -> int:
-        import time
-
-        return int(time.time() * 1000)
-
-    async def sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
-        except asyncio.TimeoutError:
-            pass
 
 
 class MarketMaker:
@@ -78,11 +44,13 @@ class MarketMaker:
         max_ticks: Optional[int],
         log_quotes: bool,
         stop: asyncio.Event,
-        market_path: Optional[Path] = None,
+        folder: Optional[Path] = None,
         rules: Any = None,
         status: Any = None,
     ):
-        """market_path: stream the market rows there (chunked Parquet) instead of keeping them;
+        """feed: a market.source.Feed; clock: a market.source.Clock;
+        folder: stream the recorded rows into this folder (market.parquet, see PairRecorder)
+            instead of keeping them in memory;
         rules: the exchange's market rules (ccxt_feed.MarketRules) when params carry them: the log
             then says when they keep quotes off the book;
         status: a status.StatusBoard told about every cycle."""
@@ -100,21 +68,11 @@ class MarketMaker:
         self.quotes = engine.empty_quotes(engine.levels_of(params))
         self.errors = 0
         self.ticks = 0
-        if market_path is None:
-            self._fills, self._equity = RowBuffer(FILL_COLUMNS), RowBuffer(EQUITY_SCHEMA)
-            self._market = RowBuffer(MARKET_SCHEMA)
-        else:
-            # everything recorded per cycle goes to disk in chunks: memory stays flat however long
-            # the run; equity and fills are read back at the end (temporary files beside market.parquet)
-            folder = Path(market_path).parent
-            self._fills = ParquetRows(folder / ".fills.part.parquet", FILL_COLUMNS)
-            self._equity = ParquetRows(folder / ".equity.part.parquet", EQUITY_SCHEMA)
-            self._market = ParquetRows(market_path, MARKET_SCHEMA)
+        self.recorder = PairRecorder(pair, folder)
         self.rules = rules
         self.status = status
         self._skip_reason = ""
         self._pulled = False  # quotes were pulled after a failed fetch: nothing rests into the next row
-        self._hash = hashlib.sha256()
         self._mid = math.nan
         self._ts = 0
 
@@ -169,7 +127,7 @@ class MarketMaker:
                 ts, "FILL", self.pair, side=SIDE_NAME[side], price=price, amount=amount,
                 base=f[engine.F_BASE], quote=f[engine.F_QUOTE], mid=self._mid, fee=fee,
             )
-            self._fills.append((ts, side, price, amount, fee, f[engine.F_BASE], f[engine.F_QUOTE]))
+            self.recorder.fill(ts, side, price, amount, fee, f[engine.F_BASE], f[engine.F_QUOTE])
         if self.log_quotes:
             for slot in range(resting.shape[0]):
                 left = resting[slot, engine.Q_AMOUNT] - filled[slot]
@@ -178,20 +136,17 @@ class MarketMaker:
             for slot in range(self.quotes.shape[0]):
                 if self.quotes[slot, engine.Q_AMOUNT] > 0.0:
                     self._event(ts, "QUOTE", self.quotes[slot, engine.Q_SIDE], self.quotes[slot, engine.Q_PRICE], self.quotes[slot, engine.Q_AMOUNT],
-                                note=getattr(self.feed, "source", ""))
+                                note=self.feed.source)
         # the best bid and ask placed: what executed (instant) or what rests (touch)
         placed = buf[:n, [engine.F_SIDE, engine.F_PRICE, engine.F_AMOUNT]] if instant else self.quotes
         bid_q, ask_q = engine.best_quoted(placed)
         base, quote = float(self.state[engine.S_BASE]), float(self.state[engine.S_QUOTE])
-        self._equity.append((ts, self._mid, bid_q, ask_q, base, quote, quote + base * self._mid))
-        market_row = np.array(row, dtype=np.float64)
-        self._market.append(market_row)
-        self._hash.update(market_row.tobytes())
+        self.recorder.cycle((ts, self._mid, bid_q, ask_q, base, quote, quote + base * self._mid), row)
         self.ticks += 1
         if self.status is not None:
             self.status.update(self.pair, mid=self._mid, bid=bid_q, ask=ask_q, base=base, equity=quote + base * self._mid,
-                               initial=float(self.params[engine.P_CAPITAL]), fills=len(self._fills), errors=self.errors,
-                               data_ts_ms=ts, source=getattr(self.feed, "source", ""))
+                               initial=float(self.params[engine.P_CAPITAL]), fills=self.recorder.fills,
+                               errors=self.errors, data_ts_ms=ts, source=self.feed.source)
 
     def warm_up(self) -> None:
         """Compile the kernel now (a throwaway cycle on copies): on a cold numba cache the first
@@ -260,7 +215,7 @@ class MarketMaker:
 
     async def _fetch(self, now: int):
         """The feed's row; a live feed's fetch (retries, timeouts) is abandoned on a stop request."""
-        if not getattr(self.feed, "live", False):
+        if not self.feed.live:
             return await self.feed.fetch(now)
         fetch = asyncio.ensure_future(self.feed.fetch(now))
         stopped = asyncio.ensure_future(self.stop.wait())
@@ -278,109 +233,12 @@ class MarketMaker:
         return _STOPPED
 
     def outcome(self, status: str) -> PairOutcome:
-        """The run's frames (equity and fills read back when they were spilled to disk)."""
-        if isinstance(self._equity, ParquetRows):
-            equity = self._equity.read_back()
-            fills = self._fills.read_back().with_columns(
-                pl.col("ts_ms").cast(pl.Int64),
-                pl.when(pl.col("side") > 0).then(pl.lit("buy")).otherwise(pl.lit("sell")).alias("side"),
-            )
-        else:
-            eq, f = self._equity.array(), self._fills.array()
-            equity = frame({c: eq[:, i] for i, c in enumerate(EQUITY_SCHEMA)}, EQUITY_SCHEMA)
-            fills = fills_frame(*(f[:, i] for i in range(len(FILL_COLUMNS))))
-        return PairOutcome(
-            pair=self.pair,
-            status=status,
-            equity=equity,
-            fills=fills,
-            market=self._market_frame(),
-            errors=self.errors,
-            fingerprint=self._hash.hexdigest(),
-        )
+        """The run's frames, from the recorder."""
+        return self.recorder.outcome(status, self.errors)
 
     def close_recording(self) -> None:
         """Finish the files the rows are streamed to (idempotent)."""
-        for rows in (self._market, self._equity, self._fills):
-            if isinstance(rows, ParquetRows):
-                rows.close()
-
-    def _market_frame(self) -> Optional[pl.DataFrame]:
-        """The market rows as a frame, or None when they were streamed to market.parquet."""
-        if isinstance(self._market, ParquetRows):
-            self._market.close()
-            return None
-        return frame({c: self._market.array()[:, i] for i, c in enumerate(MARKET_SCHEMA)}, MARKET_SCHEMA)
-
-
-FILL_COLUMNS = ("ts_ms", "side", "price", "amount", "fee", "base", "quote")  # side: +1 buy, -1 sell
+        self.recorder.close()
 
 
 _STOPPED = object()  # what _fetch returns when a stop request won the race
-
-
-class ParquetRows:
-    """Float rows (first column ts_ms, written as Int64) appended to a Parquet file while the run
-    goes: a row group every `chunk` rows, so memory stays bounded however long the run. The file
-    is complete (readable) once close() has run; NaN is written as null, as record.frame does."""
-
-    def __init__(self, path: Path, columns, chunk: int = 4096):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        self.path = Path(path)
-        self.chunk = chunk
-        self._pa = pa
-        self._schema = pa.schema([(c, pa.int64() if c == "ts_ms" else pa.float64()) for c in columns])
-        # no dictionary encoding: float market data rarely repeats, and its buffers cost memory
-        self._writer = pq.ParquetWriter(self.path, self._schema, write_statistics=False, use_dictionary=False)
-        self._rows = np.empty((chunk, len(columns)))
-        self._n = 0
-        self.count = 0
-
-    def append(self, row: np.ndarray) -> None:
-        self._rows[self._n] = row
-        self._n += 1
-        self.count += 1
-        if self._n == self.chunk:
-            self._flush()
-
-    def __len__(self) -> int:
-        return self.count
-
-    def _flush(self) -> None:
-        if self._n == 0:
-            return
-        pa, rows = self._pa, self._rows[: self._n]
-        cols = [pa.array(rows[:, 0].astype(np.int64))]
-        # NaN -> null, as record.frame writes them (a cycle without trades has no low/high)
-        cols += [pa.array(rows[:, i], from_pandas=True) for i in range(1, rows.shape[1])]
-        self._writer.write_table(pa.Table.from_arrays(cols, schema=self._schema))
-        self._n = 0
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._flush()
-            self._writer.close()
-            self._writer = None
-
-    def read_back(self) -> pl.DataFrame:
-        """Close, read the rows as a frame, and delete the file (for temporary spills)."""
-        self.close()
-        df = pl.read_parquet(self.path)
-        self.path.unlink()
-        return df
-
-
-def fills_frame(ts_ms, side, price, amount, fee, base, quote) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "ts_ms": np.asarray(ts_ms, dtype=np.int64),
-            "side": np.where(np.asarray(side) > 0, "buy", "sell"),
-            "price": np.asarray(price, dtype=np.float64),
-            "amount": np.asarray(amount, dtype=np.float64),
-            "fee": np.asarray(fee, dtype=np.float64),
-            "base": np.asarray(base, dtype=np.float64),
-            "quote": np.asarray(quote, dtype=np.float64),
-        }
-    )

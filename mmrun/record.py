@@ -13,7 +13,7 @@ import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import polars as pl
@@ -32,7 +32,6 @@ EVENT_COLUMNS = (
     "mid",  # (best bid + best ask) / 2 at the event's market time
     "note",  # why (ERROR text, the data source, a stop reason)
 )
-EVENT_TYPES = ("QUOTE", "FILL", "CANCEL", "ERROR")
 
 EQUITY_SCHEMA = {
     "ts_ms": pl.Int64,  # market time, ms since the epoch
@@ -87,7 +86,6 @@ class EventStream:
         self._f = open(self.path, "w", encoding="utf-8", newline="")
         self._f.write(",".join(EVENT_COLUMNS) + "\n")
         self._f.flush()
-        self.count = 0
 
     def write(
         self,
@@ -124,37 +122,10 @@ class EventStream:
         # (as far as a killed process can tell).
         self._f.write(line + "\n")
         self._f.flush()
-        self.count += 1
 
     def close(self) -> None:
         if not self._f.closed:
             self._f.close()
-
-
-class RowBuffer:
-    """Append-only fixed-width float rows in chunks (bounded copying, cheap appends)."""
-
-    CHUNK = 4096
-
-    def __init__(self, columns: Iterable[str]):
-        self.columns = list(columns)
-        self._done: List[np.ndarray] = []
-        self._cur = np.empty((self.CHUNK, len(self.columns)))
-        self._n = 0
-
-    def append(self, row: Iterable[float]) -> None:
-        if self._n == self.CHUNK:
-            self._done.append(self._cur)
-            self._cur = np.empty((self.CHUNK, len(self.columns)))
-            self._n = 0
-        self._cur[self._n] = row
-        self._n += 1
-
-    def __len__(self) -> int:
-        return len(self._done) * self.CHUNK + self._n
-
-    def array(self) -> np.ndarray:
-        return np.concatenate(self._done + [self._cur[: self._n]]) if self._done else self._cur[: self._n].copy()
 
 
 def frame(arrays: Dict[str, np.ndarray], schema: Dict[str, Any]) -> pl.DataFrame:
@@ -171,26 +142,39 @@ def frame(arrays: Dict[str, np.ndarray], schema: Dict[str, Any]) -> pl.DataFrame
     return pl.DataFrame(cols)
 
 
+def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Write a whole file: `write(tmp)` writes it to a temporary name beside `path`, which is then
+    renamed into place, so a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_parquet(df: pl.DataFrame, path: Path) -> None:
-    tmp = Path(str(path) + ".tmp")
-    # zstd at level 1: files within a few % of the default level's size, written in about
-    # two thirds of the time (a million-row equity frame: 0.11 s instead of 0.16 s)
-    df.write_parquet(tmp, compression="zstd", compression_level=1, statistics=False)
-    os.replace(tmp, path)
+    """A frame as Parquet (zstd level 1: within a few % of the default level's size, written in
+    about two thirds of the time), replaced atomically."""
+    replace_atomically(path, lambda tmp: df.write_parquet(tmp, compression="zstd", compression_level=1, statistics=False))
 
 
 def write_csv(df: pl.DataFrame, path: Path) -> None:
-    tmp = Path(str(path) + ".tmp")
-    df.write_csv(tmp)
-    os.replace(tmp, path)
+    """A frame as CSV with a header line, replaced atomically."""
+    replace_atomically(path, df.write_csv)
 
 
 def write_json(obj: Any, path: Path) -> None:
-    tmp = Path(str(path) + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    """obj as indented JSON (NaN refused: it is not JSON), replaced atomically."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, allow_nan=False)
+            f.write("\n")
+
+    replace_atomically(path, write)
 
 
 EVENTS_CSV_SCHEMA = {

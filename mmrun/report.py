@@ -7,12 +7,13 @@ markers, so a picture takes about the same time whatever the run's length.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import numpy as np
 import polars as pl
+
+from mmrun.record import replace_atomically
 
 MAX_POINTS = 3000  # cycles drawn per line
 MAX_FILLS = 2000  # fill markers drawn per side
@@ -114,8 +115,6 @@ def write_report(folder: Path, equity: pl.DataFrame, fills: pl.DataFrame, summar
     fig = draw(equity, fills, title_text(summary, strategy, spread), float(summary.get("initial_value") or 0.0))
     FigureCanvasAgg(fig)
     path = Path(folder) / "report.png"
-    tmp = path.with_name(".report.png.tmp")
     # light compression: a few more KB, a quarter less time
-    fig.savefig(tmp, format="png", pil_kwargs={"compress_level": 3})
-    os.replace(tmp, path)
+    replace_atomically(path, lambda tmp: fig.savefig(tmp, format="png", pil_kwargs={"compress_level": 3}))
     return path

@@ -17,6 +17,8 @@ class FlakyFeed:
     """Rows from arrays; fetches listed in `fail_at` raise instead (a network error)."""
 
     tick = 0.0
+    live = False
+    source = ""
 
     def __init__(self, rows, fail_at=()):
         self.rows, self.fail_at, self.calls, self.i = rows, set(fail_at), 0, 0

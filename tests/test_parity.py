@@ -22,6 +22,7 @@ class ArrayFeed:
 
     def __init__(self, rows, tick=0.0):
         self.rows, self.tick, self.i = rows, tick, 0
+        self.live, self.source = False, ""
 
     async def fetch(self, now_ms):
         if self.i >= len(self.rows["ts_ms"]):
@@ -116,7 +117,7 @@ def test_the_fingerprint_is_remembered_per_array_set_and_follows_the_data():
     import numpy as np
 
     from mmrun.backtest import _sha256_rows, fingerprint_columns
-    from mmrun.maker import fingerprint_rows
+    from mmrun.recorder import fingerprint_rows
 
     rng = np.random.default_rng(3)
     ts = np.arange(1000, dtype=np.int64) * 60_000

@@ -6,7 +6,7 @@ import struct
 import numpy as np
 
 from clirun import run_mmrun
-from mmrun.maker import fills_frame
+from mmrun.recorder import fills_frame
 from mmrun.record import EQUITY_SCHEMA, frame
 from mmrun.report import MAX_FILLS, MAX_POINTS, draw, title_text, write_report
 

@@ -21,9 +21,9 @@ import polars as pl
 import pytest
 
 from mmrun.config import PairSpec
-from mmrun.maker import PairOutcome, fills_frame
+from mmrun.recorder import PairOutcome, fills_frame
 from mmrun.record import EQUITY_SCHEMA, frame
-from mmrun.runner import pair_summary
+from mmrun.output import pair_summary
 from mmrun.stats import MS_PER_YEAR, compute_stats, trading_stats
 
 NAN = math.nan

@@ -476,13 +476,15 @@ def parse_fallback(entry: str) -> Tuple[str, Optional[str]]:
 
 
 class CcxtFeed:
-    """A real exchange's public market data for one pair, as the paper loop's feed.
+    """A real exchange's public market data for one pair, as the paper loop's feed (market.source.Feed).
 
     `fetch(now_ms)` returns (ts_ms, bid, ask, last, low, high, volume): the book top and last
     price now, and the public trades since the previous fetch (NaN, NaN, 0 if none). It raises
     (a TemporaryError) when no source could serve valid data; it never makes prices up. The
     primary exchange is tried first, then each fallback; `source` names the one that served.
     """
+
+    live = True  # real time: the paper loop abandons a fetch in flight on a stop request
 
     def __init__(self, pair: str, clients: Sequence[ExchangeClient], *, max_age_s: float,
                  wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)):
@@ -491,7 +493,6 @@ class CcxtFeed:
         self.max_age_s = float(max_age_s)
         self.wall_ms = wall_ms
         self.name = clients[0].name
-        self.live = True  # real time: the paper loop abandons a fetch in flight on a stop request
         self.source = ""
         self._last_ts = -1
         self.rules: Optional[MarketRules] = None

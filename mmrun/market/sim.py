@@ -172,6 +172,8 @@ class SimFeed:
     """
 
     name = "sim"
+    live = False  # simulated time: a fetch returns at once
+    source = ""
 
     def __init__(self, market: SimMarket, limit: Optional[int] = None):
         self.market = market

@@ -1,0 +1,232 @@
+"""Writing a run's folder: per-pair frames, summaries and picture, the root summary, run_info.json.
+
+runner.py builds and runs the pairs; everything that lands in the run folder is written here.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import polars as pl
+
+from mmrun import __version__
+from mmrun.config import PairSpec
+from mmrun.record import read_events, safe_name, write_csv, write_json, write_parquet
+from mmrun.recorder import PairOutcome
+from mmrun.stats import compute_stats, trading_stats
+
+log = logging.getLogger("mmrun")
+
+
+def pair_dirs(out_dir: Path, specs: List[PairSpec]) -> Dict[str, Path]:
+    """Each pair's folder: out_dir itself for one pair, out_dir/<safe_name(pair)> for several (created)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    single = len(specs) == 1
+    dirs = {s.pair: out_dir if single else out_dir / safe_name(s.pair) for s in specs}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    return dirs
+
+
+def write_market_info(path: Path, cfg: Any, pair: str, feed: Any) -> None:
+    """market.json next to market.parquet: the exchange's rules for the pair, so a replay
+    (mode=backtest data.path=.../market.parquet) quotes on the same price grid."""
+    r = feed.rules
+    write_json(
+        {"exchange": cfg.exchange.id, "pair": pair, "source": feed.name, "tick": r.tick, "lot": r.lot,
+         "min_amount": r.min_amount, "min_notional": r.min_notional},
+        path,
+    )
+
+
+def pair_summary(cfg: Any, spec: PairSpec, out: PairOutcome) -> Dict[str, Any]:
+    # every pair starts all in quote: its capital is the value before the first cycle
+    stats = compute_stats(out.equity, out.fills, initial_value=spec.capital)
+    stats.update(trading_stats(out.equity, out.fills, initial_value=spec.capital))
+    ts = out.equity["ts_ms"]
+    return {
+        "pair": spec.pair,
+        "exchange": cfg.exchange.id,
+        "mode": cfg.mode,
+        "status": out.status,
+        **stats,
+        "errors": out.errors,
+        "seed": cfg.seed,
+        "data_fingerprint": out.fingerprint,
+        "strategy": cfg.strategy.name,
+        "spread": cfg.spread,
+        "fill_model": cfg.fills.model,
+        "capital": spec.capital,
+        "fee_maker": cfg.fees.maker,
+        "market_start": _iso(ts[0]) if len(ts) else None,
+        "market_end": _iso(ts[-1]) if len(ts) else None,
+        "mmrun_version": __version__,
+    }
+
+
+def _iso(ts_ms: int) -> str:
+    from mmrun.record import iso_ms
+
+    return iso_ms(int(ts_ms))
+
+
+def write_pair(folder: Path, out: PairOutcome) -> None:
+    """The pair's frames: events (CSV if not streamed, always Parquet), equity, market."""
+    if out.events is not None:
+        write_csv(out.events, folder / "events.csv")
+        write_parquet(out.events, folder / "events.parquet")
+    else:
+        write_parquet(read_events(folder / "events.csv"), folder / "events.parquet")
+    write_parquet(out.equity, folder / "equity.parquet")
+    if out.market is not None:
+        write_parquet(out.market, folder / "market.parquet")
+
+
+def aggregate(cfg: Any, summaries: List[Dict[str, Any]], outcomes: List[PairOutcome]) -> Dict[str, Any]:
+    """The root summary of a several-pair run: totals, and metrics of the summed equity."""
+    from mmrun.stats import max_drawdown_pct, sharpe
+
+    total = None
+    for out in outcomes:
+        eq = out.equity.select("ts_ms", pl.col("equity").alias(safe_name(out.pair)))
+        total = eq if total is None else total.join(eq, on="ts_ms", how="full", coalesce=True)
+    total = total.sort("ts_ms").fill_null(strategy="forward").fill_null(strategy="backward")
+    equity = total.select(pl.sum_horizontal(pl.exclude("ts_ms"))).to_series().to_numpy()
+    initial = sum(s["initial_value"] for s in summaries)
+    final = sum(s["final_value"] for s in summaries)
+    statuses = {s["status"] for s in summaries}
+    return {
+        "pair": ",".join(s["pair"] for s in summaries),
+        "exchange": cfg.exchange.id,
+        "mode": cfg.mode,
+        "status": statuses.pop() if len(statuses) == 1 else "mixed",
+        "initial_value": initial,
+        "final_value": final,
+        "total_return_pct": (final - initial) / initial * 100.0,
+        "pnl": final - initial,
+        **{k: sum(s[k] for s in summaries) for k in ("trades", "buys", "sells", "volume_quote", "fees", "ticks", "errors")},
+        "max_drawdown_pct": max_drawdown_pct(equity),
+        "sharpe": sharpe(equity, total["ts_ms"].to_numpy()),
+        "final_base": None,  # bases differ across pairs: see each pair's summary
+        "final_quote": sum(s["final_quote"] for s in summaries),
+        "seed": cfg.seed,
+        "data_fingerprint": ",".join(s["data_fingerprint"] for s in summaries),
+        "pairs": {s["pair"]: safe_name(s["pair"]) for s in summaries},
+        "mmrun_version": __version__,
+    }
+
+
+def import_plotting() -> None:
+    try:
+        import mmrun.report  # noqa: F401
+        from matplotlib.backends import backend_agg  # noqa: F401
+        from matplotlib import figure  # noqa: F401
+    except Exception:  # the picture step reports any problem itself
+        pass
+
+
+def _picture(cfg: Any, folder: Path, out: PairOutcome, summary: Dict[str, Any]) -> None:
+    """report.png beside the pair's summary; a plotting failure is logged, never fails the run."""
+    from mmrun.report import write_report
+
+    try:
+        write_report(folder, out.equity, out.fills, summary, cfg.strategy, cfg.spread)
+    except Exception as exc:  # the results are written already; a missing picture must not lose them
+        log.warning("report.png not written: %s: %s", type(exc).__name__, exc)
+
+
+def write_outputs(cfg: Any, specs: List[PairSpec], outcomes: List[PairOutcome], dirs: Dict[str, Path],
+                  out_dir: Path) -> Dict[str, Any]:
+    """Every pair's frames, summary.json and report.png, and for several pairs the root
+    summary.json; returns the (root) summary."""
+    summaries = []
+    for spec, out in zip(specs, outcomes):
+        summary = pair_summary(cfg, spec, out)
+        # the picture is drawn while the frames are written (Polars writes without the GIL)
+        picture = threading.Thread(target=_picture, args=(cfg, dirs[spec.pair], out, summary), name="mmrun-report")
+        picture.start()
+        write_pair(dirs[spec.pair], out)
+        write_json(summary, dirs[spec.pair] / "summary.json")
+        picture.join()
+        summaries.append(summary)
+    if len(specs) == 1:
+        return summaries[0]
+    root = aggregate(cfg, summaries, outcomes)
+    write_json(root, out_dir / "summary.json")
+    return root
+
+
+def print_summary(s: Dict[str, Any], out_dir: Path, wall_s: float) -> None:
+    quote = s["pair"].split(",")[0].split("/")[-1]
+    lines = [
+        f"mmrun  {s['pair']}  {s['exchange']}  {s['mode']}  {s['status']}  {s['ticks']} ticks  ({wall_s:.2f} s)",
+        f"  value   {s['initial_value']:,.2f} -> {s['final_value']:,.2f} {quote}  ({s['total_return_pct']:+.3f} %, pnl {s['pnl']:+,.2f})",
+        f"  trades  {s['trades']} ({s['buys']} buys, {s['sells']} sells), volume {s['volume_quote']:,.2f}, fees {s['fees']:,.2f}",
+        f"  risk    max drawdown {s['max_drawdown_pct']:.3f} %, sharpe {s['sharpe']:.2f}, errors {s['errors']}",
+        f"  output  {out_dir}",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def write_run_info(out_dir: Path, wall_start: float, cpu_start: Optional[float] = None) -> float:
+    """run_info.json: the wall-clock facts of a run (start, seconds), its command and versions.
+
+    cpu_start (a time.process_time() value taken with wall_start): given, cpu_seconds is the
+    CPU time the process spent since, all its threads together (above wall_clock_seconds when
+    the run kept more than one core busy). Returns the run's wall-clock seconds.
+    """
+    wall_s = time.time() - wall_start
+    cpu = {} if cpu_start is None else {"cpu_seconds": round(time.process_time() - cpu_start, 3)}
+    write_json(
+        {
+            "wall_clock_start_utc": datetime.fromtimestamp(wall_start, tz=timezone.utc).isoformat(),
+            "wall_clock_seconds": round(wall_s, 3),
+            **cpu,
+            "command": " ".join(sys.argv),
+            "python": sys.version.split()[0],
+            "versions": _versions(),
+        },
+        out_dir / "run_info.json",
+    )
+    return wall_s
+
+
+def _versions() -> Dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("mmrun", "hydra-core", "omegaconf", "numba", "numpy", "polars", "ccxt", "tenacity"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def run_failed_job(cfg: Any, out_dir: Path, exc: BaseException, wall_start: Optional[float] = None) -> None:
+    """A sweep job that failed: its summary says so, with the error, so the sweep report lists it.
+
+    wall_start (a time.time() value): when the job started; given, run_info.json is written too.
+    """
+    from mmrun.cli_errors import one_line
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if wall_start is not None:
+        write_run_info(out_dir, wall_start)
+    write_json(
+        {
+            "pair": str(cfg.get("pair")),
+            "exchange": str(cfg.exchange.get("id")),
+            "mode": str(cfg.get("mode")),
+            "status": "failed",
+            "error": one_line(exc),
+            "seed": cfg.get("seed"),
+        },
+        out_dir / "summary.json",
+    )
