@@ -17,8 +17,11 @@ class ExchangeUnavailable(MmrunError):
     """The exchange cannot be reached (retries exhausted): skip the cycle, or stop at start."""
 
 
-class TemporaryError(ExchangeUnavailable):
-    """A transient exchange failure worth retrying (network, rate limit, bad response)."""
+class TemporaryError(MmrunError):
+    """A transient exchange failure worth retrying (network, rate limit, bad response).
+
+    Not an ExchangeUnavailable: one failed call is retried (and then skips a cycle); only an
+    exchange that stays unreachable through the retries at start becomes ExchangeUnavailable."""
 
 
 class PermanentError(MmrunError):
