@@ -18,8 +18,24 @@ from mmrun.config import register
 from mmrun.errors import MmrunError
 
 register()
-# Absolute, so the same entry works whether it runs as `python -m mmrun` or is imported.
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def _conf_dir() -> str:
+    """The shipped configs, as an absolute folder: the `mmrun.conf` package (an installed wheel's
+    mmrun/conf; the checkout's conf/ in an editable install, see pyproject.toml), else conf/ beside
+    the package (a checkout run without installing)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mmrun.conf")
+    if spec is not None and spec.submodule_search_locations:
+        for folder in spec.submodule_search_locations:
+            if (Path(folder) / "config.yaml").is_file():
+                return str(Path(folder).resolve())
+    return str(Path(__file__).resolve().parent.parent / "conf")
+
+
+# Absolute, so the same entry works from any folder, as `mmrun`, `python -m mmrun` or imported.
+CONF_DIR = _conf_dir()
 
 
 _failures: list = []
