@@ -131,6 +131,9 @@ class SweepConfig:
     objective: str = "total_return_pct"  # a numeric summary.json field (OBJECTIVES)
     direction: str = "maximize"  # maximize | minimize: which end of the objective ranks first
     top: int = 10  # leaderboard rows printed when a sweep ends
+    holdout: float = 0.0  # backtests: fraction of the data's time span kept out of the search, at its end (0 = off)
+    folds: int = 0  # backtests: walk-forward folds over the searched span (0 = off); mmrun/validation.py
+    fold_window: str = "anchored"  # anchored: train on every earlier block | rolling: on the block before
 
 
 @dataclass
@@ -337,6 +340,9 @@ def validate(cfg: Any) -> List[PairSpec]:
             "data.since=DATE (and optionally data.until=DATE) to download candles"
         )
     check_sweep(cfg.sweep)
+    from mmrun.validation import check_mode
+
+    check_mode(cfg)
     return specs
 
 
@@ -397,6 +403,9 @@ def check_sweep(sweep: Any) -> None:
         )
     _one_of("sweep.direction", sweep.direction, DIRECTIONS)
     _check("sweep.top", sweep.top, sweep.top >= 1, "a whole number >= 1")
+    from mmrun.validation import check_settings
+
+    check_settings(sweep)
 
 
 def _ccxt_exchanges() -> List[str]:

@@ -225,18 +225,20 @@ def _sharpe_from_sums(sum1: np.ndarray, sum2: np.ndarray, count: int) -> np.ndar
 
 
 def verdict(dsr: Optional[float], pbo: Optional[float]) -> str:
-    """Plain words for a sweep's winner from its deflated Sharpe ratio and the PBO.
+    """Plain words for a sweep's winner from its deflated Sharpe ratio (DSR) and the PBO.
 
-    'treat the winner as luck' when PBO >= 0.5 or DSR < 0.5; 'the winner may be luck' when
-    PBO >= 0.2 or DSR < 0.95; else 'the winner holds up'. Thresholds: 0.95 the usual confidence
-    level for the DSR (Bailey & López de Prado 2014, section 5); PBO 0.5 = no better than picking
-    at random (Bailey et al. 2017, section 2.2).
+    'treat the winner as luck': PBO >= 0.5 (picking the in-sample best does no better than
+    picking at random, Bailey et al. 2017, section 2.2), or DSR < 0.5 with the PBO unknown or
+    >= 0.2. 'the winner holds up': every known figure good, DSR >= 0.95 (the usual confidence
+    level, Bailey & López de Prado 2014, section 5) and PBO < 0.2. Otherwise 'the winner may be
+    luck'. NaN counts as unknown.
     """
-    known = [v for v in (dsr, pbo) if v is not None and not math.isnan(v)]
-    if not known:
+    d = None if dsr is None or math.isnan(dsr) else dsr
+    p = None if pbo is None or math.isnan(pbo) else pbo
+    if d is None and p is None:
         return "not enough data to judge the winner"
-    if (pbo is not None and pbo >= 0.5) or (dsr is not None and dsr < 0.5):
+    if (p is not None and p >= 0.5) or (d is not None and d < 0.5 and (p is None or p >= 0.2)):
         return "treat the winner as luck"
-    if (pbo is not None and pbo >= 0.2) or (dsr is not None and dsr < 0.95):
-        return "the winner may be luck"
-    return "the winner holds up"
+    if (d is None or d >= 0.95) and (p is None or p < 0.2):
+        return "the winner holds up"
+    return "the winner may be luck"

@@ -15,7 +15,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from mmrun import engine
+from mmrun import engine, validation
 from mmrun.config import PairSpec, validate
 from mmrun.maker import MarketMaker
 from mmrun.market.source import backtest_market, paper_market
@@ -128,7 +128,8 @@ def _install_stop_handlers(stop: asyncio.Event) -> None:
 # ---------------------------------------------------------------- backtests
 
 
-def _run_backtests(cfg: Any, specs: List[PairSpec]) -> List[PairOutcome]:
+def _run_backtests(cfg: Any, specs: List[PairSpec], checked: Dict[str, Any]) -> List[PairOutcome]:
+    """checked: filled with validation.json's entry per pair under sweep.holdout / sweep.folds."""
     from mmrun.backtest import run_backtest
 
     outcomes = []
@@ -137,7 +138,12 @@ def _run_backtests(cfg: Any, specs: List[PairSpec]) -> List[PairOutcome]:
         ts = np.asarray(market.rows["ts_ms"])
         dt_s = float(np.median(np.diff(ts))) / 1000.0 if len(ts) > 1 else None
         params = build_params(cfg, spec.capital, market.tick, dt_s=dt_s, rules=market.rules)
-        outcomes.append(run_backtest(spec.pair, params, engine.make_state(0.0, spec.capital), market.rows))
+        replay = lambda r, spec=spec, params=params: run_backtest(spec.pair, params, engine.make_state(0.0, spec.capital), r)  # noqa: E731
+        # sweep.holdout / sweep.folds: the run replays the searched part; the rest is checked aside
+        rows, check = validation.split_run(cfg, spec.pair, market.rows, replay, spec.capital)
+        outcomes.append(replay(rows))
+        if check is not None:
+            checked[spec.pair] = check
     return outcomes
 
 
@@ -154,11 +160,13 @@ def run(cfg: Any, out_dir: Path) -> Dict[str, Any]:
         log.warning("%s", warning)
     dirs = pair_dirs(out_dir, specs)
     log.info("%s %s on %s, output %s", cfg.mode, ",".join(s.pair for s in specs), cfg.exchange.id, out_dir)
+    checked: Dict[str, Any] = {}  # sweep.holdout / sweep.folds results per pair (backtests)
     if cfg.mode == "paper":
         outcomes = asyncio.run(_run_paper(cfg, specs, dirs))
     else:
-        outcomes = _run_backtests(cfg, specs)
+        outcomes = _run_backtests(cfg, specs, checked)
     root = write_outputs(cfg, specs, outcomes, dirs, out_dir)
+    validation.write_outputs(cfg, out_dir, outcomes, checked)  # returns.parquet (+ validation.json): the sweep's PBO
     wall_s = write_run_info(out_dir, wall_start, cpu_start)
     print_summary(root, out_dir, wall_s)
     return root

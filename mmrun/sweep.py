@@ -70,6 +70,7 @@ class Report:
     failed: int  # rows whose status is failed
     leaderboard: str  # the text printed at the end of a sweep
     heatmap: Optional[Path]  # heatmap.png if drawn
+    trust: Optional[Any] = None  # mmrun.overfit_report.Assessment: sweep.json, is_oos.png
 
 
 # ---------------------------------------------------------------- reading job folders
@@ -339,13 +340,29 @@ def write_report(
         declared = _declared_from_multirun_yaml(sweep_dir / "multirun.yaml")
     swept = swept_parameters(jobs, declared)
     table = build_table(jobs, swept, objective, direction, sweep_dir)
+    trust = _assess(sweep_dir, jobs, table, objective, direction)
+    table = trust.table if trust is not None else table
     write_csv(table, sweep_dir / SUMMARY_CSV)
     write_parquet(table, sweep_dir / SUMMARY_PARQUET)
     png = sweep_dir / HEATMAP_PNG
     drawn = heatmap(table, swept, objective, direction, png)
     board = leaderboard(table, swept, objective, direction, top, str(sweep_dir))
+    if trust is not None and trust.line:
+        board += "\n  " + trust.line
     failed = table.filter(pl.col("status") == "failed").height
-    return Report(sweep_dir / SUMMARY_CSV, table, swept, objective, direction, failed, board, png if drawn else None)
+    return Report(sweep_dir / SUMMARY_CSV, table, swept, objective, direction, failed, board, png if drawn else None, trust)
+
+
+def _assess(sweep_dir: Path, jobs: Sequence[Job], table: pl.DataFrame, objective: str, direction: str) -> Optional[Any]:
+    """sweep.json (deflated Sharpe, PBO), is_/oos_ columns and is_oos.png (mmrun.overfit_report);
+    a failure there is one logged line, never a lost sweep table."""
+    from mmrun.overfit_report import assess
+
+    try:
+        return assess(sweep_dir, jobs, table, objective, direction)
+    except Exception as exc:
+        log.error("sweep.json for %s not written: %s: %s", sweep_dir, type(exc).__name__, exc)
+        return None
 
 
 def declared_keys(task_overrides: Iterable[str], sweeper_params: Any) -> List[str]:
@@ -391,6 +408,8 @@ def _report(sweep_dir: Path, kwargs: Dict[str, Any]) -> None:
         return
     print(last_report.leaderboard, flush=True)
     made = [SUMMARY_CSV, SUMMARY_PARQUET] + ([HEATMAP_PNG] if last_report.heatmap else [])
+    trust = last_report.trust
+    made += [p.name for p in (trust.path, trust.scatter) if p is not None] if trust is not None else []
     print(f"  report  {sweep_dir}/{{{','.join(made)}}}", flush=True)
 
 

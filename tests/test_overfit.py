@@ -156,3 +156,7 @@ def test_verdict_words():
     assert verdict(0.99, 0.05) == "the winner holds up"
     assert verdict(None, None) == "not enough data to judge the winner"
     assert verdict(0.99, None) == "the winner holds up"
+    assert verdict(0.02, 0.02) == "the winner may be luck"  # the ranking holds, the Sharpe does not clear the bar
+    assert verdict(0.3, None) == "treat the winner as luck"
+    assert verdict(0.99, 0.5) == "treat the winner as luck"
+    assert verdict(float("nan"), 0.1) == "the winner holds up"
