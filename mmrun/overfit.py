@@ -30,6 +30,8 @@ EULER_GAMMA = 0.5772156649015329
 DEFAULT_SPLITS = 16
 # Above this many combinations a seeded uniform sample of them is used (and said so)
 MAX_COMBINATIONS = 20000
+# Combinations x trials evaluated at once in pbo_cscv (about 16 MB per float64 array)
+CHUNK_CELLS = 2_000_000
 
 
 def sharpe_per_period(returns: np.ndarray) -> np.ndarray:
@@ -168,8 +170,6 @@ def pbo_cscv(
     max_combinations combinations, that many are drawn uniformly (numpy, `seed`) without
     repetition. Raises ValueError with fewer than 2 trials or 2 periods, or an odd n_splits.
     """
-    from scipy.stats import rankdata
-
     m = np.asarray(returns, dtype=np.float64)
     if m.ndim != 2 or m.shape[1] < 2:
         raise ValueError(f"returns of shape {m.shape}: need (T, N) with N >= 2 trials")
@@ -199,14 +199,24 @@ def pbo_cscv(
                 picked.add(c)
                 rows.append(c)
         chosen = np.array(rows, dtype=np.int64)
-    mask = np.zeros((chosen.shape[0], s), dtype=np.float64)
-    np.put_along_axis(mask, chosen, 1.0, axis=1)
-
     count = s // 2 * per_block
-    is_sr = _sharpe_from_sums(mask @ s1, mask @ s2, count)
-    oos_sr = _sharpe_from_sums((1 - mask) @ s1, (1 - mask) @ s2, count)
-    best = np.argmax(is_sr, axis=1)
-    rank = rankdata(oos_sr, axis=1)[np.arange(best.size), best]
+    # in chunks of combinations, so that a sweep of many jobs needs bounded memory
+    step = max(1, CHUNK_CELLS // n)
+    best = np.empty(chosen.shape[0], dtype=np.int64)
+    rank = np.empty(chosen.shape[0], dtype=np.float64)
+    for lo in range(0, chosen.shape[0], step):
+        part = chosen[lo : lo + step]
+        mask = np.zeros((part.shape[0], s), dtype=np.float64)
+        np.put_along_axis(mask, part, 1.0, axis=1)
+        is_sr = _sharpe_from_sums(mask @ s1, mask @ s2, count)
+        oos_sr = _sharpe_from_sums((1 - mask) @ s1, (1 - mask) @ s2, count)
+        b = np.argmax(is_sr, axis=1)
+        mine = oos_sr[np.arange(b.size), b][:, None]
+        # its rank among the N out of sample, 1 = worst, ties sharing the mean of their ranks
+        below = (oos_sr < mine).sum(axis=1)
+        tied = (oos_sr == mine).sum(axis=1)
+        best[lo : lo + step] = b
+        rank[lo : lo + step] = below + (tied + 1) / 2.0
     w = rank / (n + 1)
     logits = np.log(w / (1 - w))
     return Pbo(float(np.mean(logits <= 0)), s, int(best.size), every, int(m.shape[0]), logits, best)
