@@ -256,7 +256,7 @@ def test_plain_sweep_has_sweep_json_without_holdout(tmp_path: Path):
 @pytest.mark.skipif(not __import__("importlib").util.find_spec("optuna"), reason="the optuna extra is not installed")
 def test_optuna_trials_are_the_study_count(tmp_path: Path):
     db = f"sqlite:///{tmp_path / 'study.db'}"
-    common = ("hydra/sweeper=optuna", "hydra.sweeper.direction=maximize", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+    common = ("hydra/sweeper=optuna", "hydra/launcher=basic", "hydra.sweeper.direction=maximize", "hydra.sweeper.n_trials=2",
               f"hydra.sweeper.storage={db}", "hydra.sweeper.study_name=mm", "mode=backtest", "run.max_ticks=200",
               "spread=choice(0.004,0.001,0.002)")
     for name in ("first", "second"):
