@@ -65,10 +65,10 @@ def measure(cols, fill_model: str, kw: dict) -> dict:
     as a real backtest does.
     """
     params = _params(fill_model, kw)
-    out = engine.run_bulk(params, engine.make_state(0.0, 10_000.0), *cols)
+    out = engine.run_bulk(params, engine.make_state(0.0, 10_000.0, params), *cols)
     best = float("inf")
     for _ in range(REPEATS):
-        state = engine.make_state(0.0, 10_000.0)
+        state = engine.make_state(0.0, 10_000.0, params)
         t = time.process_time()
         out = engine.run_bulk(params, state, *cols)
         best = min(best, time.process_time() - t)
@@ -96,7 +96,8 @@ def run() -> str:
     # compile (or load) every variant and let the process's memory grow to its working size
     # first, so that the first case measured does not pay for either
     for _, fm, kw in CASES:
-        engine.run_bulk(_params(fm, kw), engine.make_state(0.0, 10_000.0), *cols)
+        params = _params(fm, kw)
+        engine.run_bulk(params, engine.make_state(0.0, 10_000.0, params), *cols)
     results = [(label, fm, measure(cols, fm, kw)) for label, fm, kw in CASES]
     load_after = os.getloadavg()
     # the baseline of each case: symmetric with the same levels and fill model

@@ -26,11 +26,11 @@ def kernel_bars_per_s(rows: Dict[str, np.ndarray], fill_model: str = "touch", fe
     """Best-of-REPEATS bars per second of engine.run_bulk (default strategy), after one warm-up call."""
     cols = _columns(rows)
     params = engine.make_params(0.002, 0.01, 0.2, 10_000.0, fee, fill_model, None, 0.0)
-    engine.run_bulk(params, engine.make_state(0.0, 10_000.0), *cols)  # compile / load from cache
+    engine.run_bulk(params, engine.make_state(0.0, 10_000.0, params), *cols)  # compile / load from cache
     best = float("inf")
     fills = 0
     for _ in range(REPEATS):
-        state = engine.make_state(0.0, 10_000.0)
+        state = engine.make_state(0.0, 10_000.0, params)
         t = time.perf_counter()
         out = engine.run_bulk(params, state, *cols)
         best = min(best, time.perf_counter() - t)

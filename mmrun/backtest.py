@@ -68,4 +68,6 @@ def run_backtest(pair: str, params: np.ndarray, state: np.ndarray, rows: Dict[st
         if bar is not None:
             bar.close()
     fingerprint = fingerprint_columns(ts, cols)
-    return bulk_outcome(pair, ts, (bid + ask) / 2.0, quoted, fills, fill_rows, base, quote, fingerprint)
+    out = bulk_outcome(pair, ts, (bid + ask) / 2.0, quoted, fills, fill_rows, base, quote, fingerprint)
+    out.quotes_dropped = engine.quotes_dropped(state)
+    return out

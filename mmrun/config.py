@@ -46,43 +46,6 @@ class ExchangeConfig:
 
 
 @dataclass
-class StrategyConfig:
-    """Keys every strategy has; `symmetric` (the original rule) has only these (conf/strategy/)."""
-
-    name: str = "symmetric"
-    levels: int = 1  # quotes per side
-    level_spread_step: float = 0.001  # each further level adds this to the pair's total spread, fraction
-    level_size_step: float = 0.0  # each further level adds this fraction of the first level's size
-    min_profit_threshold: float = 0.0  # no pair whose spread after two maker fees is below this, fraction of mid; 0 = off
-
-
-@dataclass
-class InventorySkewConfig(StrategyConfig):
-    """Symmetric inside target_base_share +- rebalance_threshold; beyond it, lean toward the target."""
-
-    name: str = "inventory_skew"
-    target_base_share: float = 0.5  # wanted base value / portfolio value
-    rebalance_threshold: float = 0.1  # tolerance band around the target, fraction of portfolio value
-    price_skew: float = 1.0  # price lean at the extreme, fraction of spread/2 (1: the reducing side joins the touch)
-    size_skew: float = 1.0  # size lean at the extreme, fraction of the size (1: 2x on the reducing side, 0 on the other)
-
-
-@dataclass
-class AvellanedaStoikovConfig(StrategyConfig):
-    """Reservation price and optimal spread (Avellaneda & Stoikov 2008) in relative price units."""
-
-    name: str = "avellaneda_stoikov"
-    min_profit_threshold: float = 0.002
-    target_base_share: float = 0.5  # inventory q = base share of portfolio value - this
-    gamma: float = 20.0  # risk aversion, per unit of q
-    kappa: float = 400.0  # fill-intensity decay per unit relative distance from mid (400: e-fold per 0.25 %)
-    horizon: str = "rolling"  # rolling (constant horizon_s) | finite (counts down, restarts every horizon_s)
-    horizon_s: float = 3600.0  # seconds
-    min_spread: float = 0.005  # floor on the total spread, fraction
-    vol_window: int = 60  # cycles of the volatility estimate's EWMA (span)
-
-
-@dataclass
 class SizingConfig:
     name: str = "fraction"
     order_size_pct: float = 0.01  # fraction of capital per order
@@ -139,7 +102,9 @@ class SweepConfig:
 @dataclass
 class Config:
     exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
-    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    # a strategy's own schema (mmrun.strategies) types the node: a built-in's through its
+    # conf/strategy/<name>.yaml defaults list, a user strategy's when validate() instantiates it
+    strategy: Any = field(default_factory=lambda: {"name": "symmetric"})
     sizing: SizingConfig = field(default_factory=SizingConfig)
     intervals: IntervalsConfig = field(default_factory=IntervalsConfig)
     fills: FillsConfig = field(default_factory=FillsConfig)
@@ -155,27 +120,19 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
-STRATEGY_SCHEMAS = {
-    "symmetric": StrategyConfig,
-    "inventory_skew": InventorySkewConfig,
-    "avellaneda_stoikov": AvellanedaStoikovConfig,
-}
-
-
 def register() -> None:
+    from mmrun.strategies import BUILT_IN, built_in
+
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
-    # each strategy's own schema, named in its conf/strategy/<name>.yaml defaults list, so a key
-    # of another strategy fails at composition like any unknown key
-    for name, schema in STRATEGY_SCHEMAS.items():
-        cs.store(name=f"strategy_{name}_schema", node=schema)
+    # each built-in strategy's own schema, named in its conf/strategy/<name>.yaml defaults list, so
+    # a key of another strategy fails at composition like any unknown key
+    for name in BUILT_IN:
+        cs.store(name=f"strategy_{name}_schema", node=built_in(name).config)
 
 
 MODES = ("paper", "backtest")
-FILL_MODELS = ("touch", "instant")
-STRATEGIES = ("symmetric", "inventory_skew", "avellaneda_stoikov")
-HORIZONS = ("rolling", "finite")
-MAX_LEVELS = 50
+FILL_MODELS = ("touch", "instant")  # mmrun.engine.FILL_MODELS
 SIZINGS = ("fraction",)
 DATA_REPAIRS = ("sort", "dedupe")  # mmrun.market.history.REPAIRS
 _SYMBOL = r"[A-Za-z0-9][A-Za-z0-9._-]*"
@@ -252,7 +209,7 @@ def _unknown_keys(cfg: Any) -> None:
     """Keys added with '+key=...' that the schema does not know (free-form maps excepted)."""
     from omegaconf import DictConfig, OmegaConf
 
-    free = {"exchange.sim.prices"}
+    free = {"exchange.sim.prices", "strategy"}  # strategy: checked against its own schema (check_strategy)
 
     def walk(node: Any, schema: Any, prefix: str) -> None:
         allowed = [str(k) for k in schema.keys()]
@@ -281,7 +238,6 @@ def validate(cfg: Any) -> List[PairSpec]:
     _check("capital", cfg.capital, math.isfinite(cfg.capital) and cfg.capital > 0, "capital > 0 (quote currency)")
     _one_of("mode", cfg.mode, MODES)
     _one_of("fills.model", cfg.fills.model, FILL_MODELS)
-    _one_of("strategy.name", cfg.strategy.name, STRATEGIES)
     check_strategy(cfg.strategy)
     _one_of("sizing.name", cfg.sizing.name, SIZINGS)
     _fraction("sizing.order_size_pct", cfg.sizing.order_size_pct)
@@ -347,31 +303,18 @@ def validate(cfg: Any) -> List[PairSpec]:
 
 
 def check_strategy(st: Any) -> None:
-    """Ranges of the strategy's keys (conf/strategy/*.yaml). Raises ConfigError."""
-    _check("strategy.levels", st.levels, 1 <= st.levels <= MAX_LEVELS, f"a whole number from 1 to {MAX_LEVELS}")
-    _check("strategy.level_spread_step", st.level_spread_step, 0 <= st.level_spread_step < 1, "a fraction in [0, 1)")
-    _check("strategy.level_size_step", st.level_size_step, 0 <= st.level_size_step <= 10, "a fraction in [0, 10]")
-    _check("strategy.min_profit_threshold", st.min_profit_threshold, 0 <= st.min_profit_threshold < 1,
-           "a fraction in [0, 1) (0 = off)")
-    if st.name in ("inventory_skew", "avellaneda_stoikov"):
-        _check("strategy.target_base_share", st.target_base_share, 0 <= st.target_base_share <= 1, "a fraction in [0, 1]")
-    if st.name == "inventory_skew":
-        _check("strategy.rebalance_threshold", st.rebalance_threshold, 0 <= st.rebalance_threshold < 1, "a fraction in [0, 1)")
-        _check("strategy.price_skew", st.price_skew, 0 <= st.price_skew <= 1, "a fraction in [0, 1]")
-        _check("strategy.size_skew", st.size_skew, 0 <= st.size_skew <= 1, "a fraction in [0, 1]")
-    if st.name == "avellaneda_stoikov":
-        _check("strategy.gamma", st.gamma, st.gamma > 0 and math.isfinite(st.gamma), "> 0")
-        _check("strategy.kappa", st.kappa, st.kappa > 0 and math.isfinite(st.kappa), "> 0")
-        _one_of("strategy.horizon", st.horizon, HORIZONS)
-        _check("strategy.horizon_s", st.horizon_s, st.horizon_s > 0 and math.isfinite(st.horizon_s), "> 0 seconds")
-        _check("strategy.min_spread", st.min_spread, 0 <= st.min_spread < 1, "a fraction in [0, 1)")
-        _check("strategy.vol_window", st.vol_window, st.vol_window >= 1, "a whole number of cycles >= 1")
+    """The strategy's keys against its own schema and ranges (mmrun.strategies.resolve). Raises ConfigError."""
+    from mmrun.strategies import resolve
+
+    resolve(st)
 
 
 def strategy_warnings(cfg: Any) -> List[str]:
     """Configurations that run but will hardly quote: a fixed spread too thin for min_profit_threshold."""
-    st = cfg.strategy
-    if st.name == "avellaneda_stoikov" or not st.min_profit_threshold > 0:
+    from mmrun.strategies import resolve
+
+    spec, st = resolve(cfg.strategy)
+    if not spec.uses_spread or not st.min_profit_threshold > 0:
         return []
     widest = cfg.spread + (st.levels - 1) * st.level_spread_step
     left = widest - 2 * cfg.fees.maker  # what a round trip at the widest level keeps, fraction of mid

@@ -84,8 +84,8 @@ class MarketMaker:
             side=SIDE_NAME.get(side, ""),
             price=price,
             amount=amount,
-            base=float(self.state[engine.S_BASE]),
-            quote=float(self.state[engine.S_QUOTE]),
+            base=float(self.state["base"]),
+            quote=float(self.state["quote"]),
             mid=self._mid,
             fee=fee,
             note=note,
@@ -117,12 +117,10 @@ class MarketMaker:
             self._explain_rules(last)
         n = engine.step(self.params, self.state, self.quotes, bid, ask, last, low, high, volume, buf)
         filled = np.zeros(self.quotes.shape[0])
-        instant = self.params[engine.P_FILL_MODEL] == engine.FILL_INSTANT
         for j in range(n):
             f = buf[j]
             side, price, amount, fee = f[engine.F_SIDE], f[engine.F_PRICE], f[engine.F_AMOUNT], f[engine.F_FEE]
-            if not instant:
-                filled[int(f[engine.F_SLOT])] += amount
+            filled[int(f[engine.F_SLOT])] += amount
             self.events.write(
                 ts, "FILL", self.pair, side=SIDE_NAME[side], price=price, amount=amount,
                 base=f[engine.F_BASE], quote=f[engine.F_QUOTE], mid=self._mid, fee=fee,
@@ -137,15 +135,13 @@ class MarketMaker:
                 if self.quotes[slot, engine.Q_AMOUNT] > 0.0:
                     self._event(ts, "QUOTE", self.quotes[slot, engine.Q_SIDE], self.quotes[slot, engine.Q_PRICE], self.quotes[slot, engine.Q_AMOUNT],
                                 note=self.feed.source)
-        # the best bid and ask placed: what executed (instant) or what rests (touch)
-        placed = buf[:n, [engine.F_SIDE, engine.F_PRICE, engine.F_AMOUNT]] if instant else self.quotes
-        bid_q, ask_q = engine.best_quoted(placed)
-        base, quote = float(self.state[engine.S_BASE]), float(self.state[engine.S_QUOTE])
+        bid_q, ask_q = engine.best_placed(self.params, self.quotes, buf, n)
+        base, quote = float(self.state["base"]), float(self.state["quote"])
         self.recorder.cycle((ts, self._mid, bid_q, ask_q, base, quote, quote + base * self._mid), row)
         self.ticks += 1
         if self.status is not None:
             self.status.update(self.pair, mid=self._mid, bid=bid_q, ask=ask_q, base=base, equity=quote + base * self._mid,
-                               initial=float(self.params[engine.P_CAPITAL]), fills=self.recorder.fills,
+                               initial=float(self.params["capital"]), fills=self.recorder.fills,
                                errors=self.errors, data_ts_ms=ts, source=self.feed.source)
 
     def warm_up(self) -> None:
@@ -157,17 +153,8 @@ class MarketMaker:
 
     def _explain_rules(self, last: float) -> None:
         """Say (once per change) when the exchange's minimums keep the nominal order size from being
-        quoted; the kernel applies the rules themselves (engine.P_LOT, P_MIN_AMOUNT, P_MIN_NOTIONAL)."""
-        p = self.params
-        lot, min_amount, min_notional = p[engine.P_LOT], p[engine.P_MIN_AMOUNT], p[engine.P_MIN_NOTIONAL]
-        size = p[engine.P_CAPITAL] * min(p[engine.P_ORDER_SIZE_PCT], p[engine.P_MAX_EXPOSURE]) / last
-        if lot > 0.0:
-            size = math.floor(size / lot + 1e-9) * lot
-        reason = ""
-        if size <= 0.0 or size < min_amount:
-            reason = f"order size {size:.8g} below the exchange's minimum amount {min_amount:g}"
-        elif size * last < min_notional:
-            reason = f"order value {size * last:.2f} below the exchange's minimum notional {min_notional:g}"
+        quoted; the kernel applies the rules themselves (and counts what they drop)."""
+        reason = engine.nominal_order_note(self.params, last)
         if reason and reason != self._skip_reason:
             log.warning("%s: quotes not placed: %s (the exchange would reject them)", self.pair, reason)
         self._skip_reason = reason
@@ -234,7 +221,9 @@ class MarketMaker:
 
     def outcome(self, status: str) -> PairOutcome:
         """The run's frames, from the recorder."""
-        return self.recorder.outcome(status, self.errors)
+        out = self.recorder.outcome(status, self.errors)
+        out.quotes_dropped = engine.quotes_dropped(self.state)
+        return out
 
     def close_recording(self) -> None:
         """Finish the files the rows are streamed to (idempotent)."""

@@ -57,6 +57,7 @@ def pair_summary(cfg: Any, spec: PairSpec, out: PairOutcome) -> Dict[str, Any]:
         "status": out.status,
         **stats,
         "errors": out.errors,
+        "quotes_dropped": _quotes_dropped(spec.pair, out),
         "seed": cfg.seed,
         "data_fingerprint": out.fingerprint,
         "strategy": cfg.strategy.name,
@@ -68,6 +69,16 @@ def pair_summary(cfg: Any, spec: PairSpec, out: PairOutcome) -> Dict[str, Any]:
         "market_end": _iso(ts[-1]) if len(ts) else None,
         "mmrun_version": __version__,
     }
+
+
+def _quotes_dropped(pair: str, out: PairOutcome) -> Dict[str, int]:
+    """The pair's quotes not placed, by reason (engine.DROP_REASONS), logged when there are any."""
+    from mmrun.engine import dropped_note
+
+    dropped = dict(out.quotes_dropped or {})
+    if any(dropped.values()):
+        log.info("%s: quotes not placed: %s", pair, dropped_note(dropped))
+    return dropped
 
 
 def _iso(ts_ms: int) -> str:
@@ -111,6 +122,7 @@ def aggregate(cfg: Any, summaries: List[Dict[str, Any]], outcomes: List[PairOutc
         "total_return_pct": (final - initial) / initial * 100.0,
         "pnl": final - initial,
         **{k: sum(s[k] for s in summaries) for k in ("trades", "buys", "sells", "volume_quote", "fees", "ticks", "errors")},
+        "quotes_dropped": {r: sum(s["quotes_dropped"].get(r, 0) for s in summaries) for r in summaries[0]["quotes_dropped"]},
         "max_drawdown_pct": max_drawdown_pct(equity),
         "sharpe": sharpe(equity, total["ts_ms"].to_numpy()),
         "final_base": None,  # bases differ across pairs: see each pair's summary

@@ -36,6 +36,7 @@ class PairOutcome:
     errors: int = 0
     fingerprint: str = ""  # sha256 of the market rows (fingerprint_rows)
     events: Optional[pl.DataFrame] = None  # backtests: the events, written in one go
+    quotes_dropped: Optional[dict] = None  # quotes not placed, by reason (engine.quotes_dropped)
 
 
 def fills_frame(ts_ms, side, price, amount, fee, base, quote) -> pl.DataFrame:

@@ -18,14 +18,6 @@ from mmrun.record import replace_atomically
 MAX_POINTS = 3000  # cycles drawn per line
 MAX_FILLS = 2000  # fill markers drawn per side
 
-# A few key parameters per strategy for the title: (config key, label, format)
-_KEY_PARAMS = {
-    "inventory_skew": (("target_base_share", "target", "{:.0%}"), ("rebalance_threshold", "band", "{:.0%}")),
-    "avellaneda_stoikov": (("gamma", "γ", "{:g}"), ("kappa", "κ", "{:g}"), ("min_spread", "min spread", "{:.2%}"),
-                           ("horizon", "horizon", "{}")),
-}
-
-
 def _every(n: int, limit: int) -> int:
     return max(1, -(-n // limit))
 
@@ -35,18 +27,25 @@ def _times(ts_ms: np.ndarray) -> np.ndarray:
 
 
 def title_text(summary: Dict[str, Any], strategy: Any = None, spread: Optional[float] = None) -> str:
-    """Two title lines: pair, strategy and key parameters; then the run's result."""
-    name = summary.get("strategy") or (strategy.name if strategy is not None else "")
+    """Two title lines: pair, strategy and key parameters (the fields its registration gives a
+    title, mmrun.strategies.param); then the run's result."""
     params = []
-    if name in ("symmetric", "inventory_skew") and spread is not None:
-        params.append(f"spread {spread:.2%}")
-    for key, label, fmt in _KEY_PARAMS.get(name, ()):
-        value = strategy.get(key) if hasattr(strategy, "get") else getattr(strategy, key, None)
-        if value is not None:
-            params.append(f"{label} {fmt.format(value)}")
-    levels = getattr(strategy, "levels", 1) if strategy is not None else 1
-    if levels and levels > 1:
-        params.append(f"{levels} levels")
+    name = summary.get("strategy") or ""
+    if strategy is not None:
+        from mmrun.errors import ConfigError
+        from mmrun.strategies import resolve, title_params
+
+        try:
+            spec, cfg = resolve(strategy)
+        except ConfigError:  # a strategy that cannot be loaded here: its name only
+            spec = cfg = None
+        if spec is not None:
+            name = name or cfg.name
+            if spec.uses_spread and spread is not None:
+                params.append(f"spread {spread:.2%}")
+            params += title_params(spec, cfg)
+            if cfg.levels > 1:
+                params.append(f"{cfg.levels} levels")
     if summary.get("fill_model"):
         params.append(f"fills={summary['fill_model']}")
     head = f"{summary.get('pair', '')}  ·  {name}" + (f" ({', '.join(params)})" if params else "")

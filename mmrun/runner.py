@@ -30,7 +30,7 @@ def build_params(cfg: Any, capital: float, tick: float, dt_s: float | None = Non
     """The kernel's parameters; dt_s = seconds per cycle (default intervals.quote_s; a backtest
     passes its data's row spacing), used by strategies that estimate volatility per second;
     rules: a real exchange's lot / min_amount / min_notional (an object or a dict), None = none."""
-    from mmrun.strategy import kernel_kwargs
+    from mmrun.strategies import kernel_kwargs
 
     return engine.make_params(
         spread=cfg.spread,
@@ -76,11 +76,12 @@ async def _run_paper(cfg: Any, specs: List[PairSpec], dirs: Dict[str, Path]) -> 
             if market.rules is not None:
                 write_market_info(dirs[spec.pair] / "market.json", cfg, spec.pair, market.feed)
             events = EventStream(dirs[spec.pair] / "events.csv")
+            params = build_params(cfg, spec.capital, market.feed.tick, rules=market.rules)
             makers.append(
                 MarketMaker(
                     spec.pair,
-                    build_params(cfg, spec.capital, market.feed.tick, rules=market.rules),
-                    engine.make_state(0.0, spec.capital),
+                    params,
+                    engine.make_state(0.0, spec.capital, params),
                     market.feed,
                     market.clock,
                     events,
@@ -138,7 +139,7 @@ def _run_backtests(cfg: Any, specs: List[PairSpec], checked: Dict[str, Any]) -> 
         ts = np.asarray(market.rows["ts_ms"])
         dt_s = float(np.median(np.diff(ts))) / 1000.0 if len(ts) > 1 else None
         params = build_params(cfg, spec.capital, market.tick, dt_s=dt_s, rules=market.rules)
-        replay = lambda r, spec=spec, params=params: run_backtest(spec.pair, params, engine.make_state(0.0, spec.capital), r)  # noqa: E731
+        replay = lambda r, spec=spec, params=params: run_backtest(spec.pair, params, engine.make_state(0.0, spec.capital, params), r)  # noqa: E731
         # sweep.holdout / sweep.folds: the run replays the searched part; the rest is checked aside
         rows, check = validation.split_run(cfg, spec.pair, market.rows, replay, spec.capital)
         outcomes.append(replay(rows))

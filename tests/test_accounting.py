@@ -40,7 +40,7 @@ def scenarios(draw):
 @given(scenarios())
 def test_balances_never_negative_and_equity_moves_only_by_price_edge_and_fees(sc):
     p, m, start_base = sc
-    capital = p[engine.P_CAPITAL]
+    capital = p["capital"]
     state = engine.make_state(start_base, capital)
     quoted, fills, rows, base, quote = engine.run_bulk(p, state, m["bid"], m["ask"], m["last"], m["low"], m["high"], m["volume"])
     assert (base >= 0).all() and (quote >= 0).all()
@@ -61,9 +61,9 @@ def test_balances_never_negative_and_equity_moves_only_by_price_edge_and_fees(sc
 @given(scenarios())
 def test_balances_replay_exactly_from_the_fills(sc):
     p, m, start_base = sc
-    state = engine.make_state(start_base, p[engine.P_CAPITAL])
+    state = engine.make_state(start_base, p["capital"])
     _, fills, _, _, _ = engine.run_bulk(p, state, m["bid"], m["ask"], m["last"], m["low"], m["high"], m["volume"])
-    b, q = start_base, p[engine.P_CAPITAL]
+    b, q = start_base, p["capital"]
     for f in fills:
         notional = f[engine.F_PRICE] * f[engine.F_AMOUNT]
         if f[engine.F_SIDE] > 0:
@@ -73,7 +73,7 @@ def test_balances_replay_exactly_from_the_fills(sc):
             b -= f[engine.F_AMOUNT]
             q += notional - f[engine.F_FEE]
         assert (b, q) == (f[engine.F_BASE], f[engine.F_QUOTE])
-    assert (b, q) == (state[engine.S_BASE], state[engine.S_QUOTE])
+    assert (b, q) == (state["base"], state["quote"])
 
 
 def test_events_csv_replays_the_inventories(tmp_path):

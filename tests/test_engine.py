@@ -47,9 +47,9 @@ def test_touch_ask_fills_only_strictly_above_and_round_trip():
     # 10,000 - (99.9 + 0.0999) + (100.1 - 0.1001) = 10,000.0
     assert quote[-1] == pytest.approx(10000.0, abs=1e-9)
     assert base[-1] == 0.0
-    assert state[engine.S_FEES] == pytest.approx(0.2)
-    assert state[engine.S_VOLUME] == pytest.approx(200.0)
-    assert state[engine.S_BUYS] == 1 and state[engine.S_SELLS] == 1
+    assert state["fees"] == pytest.approx(0.2)
+    assert state["volume"] == pytest.approx(200.0)
+    assert state["buys"] == 1 and state["sells"] == 1
 
 
 def test_quotes_made_at_row_t_fill_against_row_t_plus_1_only():

@@ -50,7 +50,7 @@ def paper(tmp_path, rows, params, capital):
     step_s = (int(rows["ts_ms"][1]) - int(rows["ts_ms"][0])) / 1000.0
     events = EventStream(tmp_path / "paper_events.csv")
     mm = MarketMaker(
-        "BTC/USDT", params.copy(), engine.make_state(0.0, capital), ArrayFeed(rows, params[engine.P_TICK]),
+        "BTC/USDT", params.copy(), engine.make_state(0.0, capital, params), ArrayFeed(rows, params["tick"]),
         SimClock(int(rows["ts_ms"][0])), events, quote_s=step_s, error_s=step_s, max_ticks=None,
         log_quotes=False, stop=asyncio.Event(),
     )
@@ -67,18 +67,31 @@ CASES = [
 ]
 
 
+# each built-in strategy, keyed so that it trades on these markets; two levels, and lot and minimum
+# rules on the simulated market (its tick 0.1, lots of 0.0001 BTC, orders of at least 5 quote)
+STRATEGIES = {
+    "symmetric": {},
+    "inventory_skew": {"rebalance_threshold": 0.05},
+    "avellaneda_stoikov": {"gamma": 0.1, "kappa": 1000.0, "min_spread": 0.0, "min_profit_threshold": 0.0},
+}
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 @pytest.mark.parametrize("market", ["random", "sim"])
 @pytest.mark.parametrize("model,participation,fee", CASES)
-def test_paper_loop_and_backtest_agree_exactly(tmp_path, market, model, participation, fee):
+def test_paper_loop_and_backtest_agree_exactly(tmp_path, strategy, market, model, participation, fee):
+    rules = {}
     if market == "random":
         rows, tick = random_market(400, seed=5), 0.0
     else:
         rows, tick = sim_rows(1500)
+        rules = dict(lot=0.0001, min_notional=5.0, levels=2, level_spread_step=0.001)
     capital = 10_000.0
-    params = engine.make_params(0.002, 0.05, 0.2, capital, fee, model, participation, tick)
+    params = engine.make_params(0.002, 0.05, 0.2, capital, fee, model, participation, tick, strategy=strategy,
+                                **STRATEGIES[strategy], **rules)
 
     p_out, p_state = paper(tmp_path, rows, params, capital)
-    b_state = engine.make_state(0.0, capital)
+    b_state = engine.make_state(0.0, capital, params)
     b_out = run_backtest("BTC/USDT", params.copy(), b_state, rows)
 
     assert p_out.fills.height > 20  # the comparison is about something

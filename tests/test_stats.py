@@ -51,9 +51,33 @@ def hand_run():
     return equity, fills
 
 
-def test_equity_rows_of_the_hand_run_are_consistent():
-    for m, b, q, e in zip(MID, BASE, QUOTE, EQUITY):
-        assert q + b * m == pytest.approx(e, abs=1e-9)
+def test_the_engine_makes_the_hand_runs_fills_and_balances():
+    """The hand run is what the kernel does on its market: a bid 1 % under the mid (99) fills 1 unit at
+    row 1, the ask (101) half a unit at row 2 (participation 0.5 x volume 1), nothing trades after."""
+    from mmrun import engine
+    from mmrun.backtest import run_backtest
+
+    n = len(MID)
+    mid = np.array(MID, dtype=float)
+    low, high, volume = np.full(n, NAN), np.full(n, NAN), np.zeros(n)
+    low[1], high[1], volume[1] = 98.5, 100.0, 2.0
+    low[2], high[2], volume[2] = 99.5, 101.5, 1.0
+    rows = {"ts_ms": np.arange(n, dtype=np.int64) * 1000, "bid": mid, "ask": mid, "last": mid, "low": low,
+            "high": high, "volume": volume}
+    params = engine.make_params(0.02, 0.1, 1.0, 1000.0, 0.001, "touch", 0.5, 0.5)
+    state = engine.make_state(0.0, 1000.0, params)
+    out = run_backtest("ABC/USDT", params, state, rows)
+    _, fills = hand_run()
+    assert out.fills["ts_ms"].to_list() == fills["ts_ms"].to_list()
+    assert out.fills["side"].to_list() == fills["side"].to_list() == ["buy", "sell"]
+    for col in ("price", "amount", "fee", "base", "quote"):
+        assert out.fills[col].to_list() == pytest.approx(fills[col].to_list(), rel=1e-12), col
+    assert out.equity["base"].to_list() == pytest.approx(BASE, rel=1e-12)
+    assert out.equity["quote"].to_list() == pytest.approx(QUOTE, rel=1e-12)
+    assert out.equity["equity"].to_list() == pytest.approx(EQUITY, rel=1e-12)
+    # the ask finds no base to sell at row 0, and only 0.5 of the 1 unit it wants from row 2 on
+    assert out.quotes_dropped == dict(engine.quotes_dropped(state)) == {**dict.fromkeys(engine.DROP_REASONS, 0),
+                                                                         "balance": 11}
 
 
 def test_the_whole_summary_of_a_hand_made_run():
@@ -111,6 +135,7 @@ def test_the_whole_summary_of_a_hand_made_run():
         "fill_ratio": 2 / 21,
         "sortino": float(np.mean(r) / math.sqrt(r[2] ** 2 / 11) * per_year),
         "errors": 0,
+        "quotes_dropped": {},  # the hand run's outcome carries no engine state
         "seed": 7,
         "data_fingerprint": "f",
         "strategy": "symmetric",

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from mmrun import engine
-from mmrun.strategy import (
-    avellaneda_stoikov,
-    base_share,
-    inventory_skew_anchor,
-    ladder,
-    skew_excess,
-)
+from mmrun.quoting import base_share, ceil_tick, floor_tick, grid, ladder
+from mmrun.strategies.avellaneda_stoikov import arrival_spread, horizon_left, reservation_and_spread
+from mmrun.strategies.inventory_skew import lean, skew_excess
+
+
+def avellaneda_stoikov(mid, q, gamma, kappa, sigma2, tau, min_spread):
+    return reservation_and_spread(mid, q, gamma, arrival_spread(gamma, kappa), sigma2, tau, min_spread)
 
 NAN = math.nan
 
@@ -21,7 +21,7 @@ NAN = math.nan
 def quote_once(base=0.0, quote=10_000.0, bid=100.0, ask=100.0, last=100.0, fee=0.0, tick=0.0, **kw):
     """The quotes one engine step places from an empty book (touch: nothing executes)."""
     p = engine.make_params(0.002, 0.01, 0.2, 10_000.0, fee, "touch", None, tick, **kw)
-    state = engine.make_state(base, quote)
+    state = engine.make_state(base, quote, p)
     quotes = engine.empty_quotes(engine.levels_of(p))
     fills = np.empty((engine.max_fills(engine.levels_of(p)), engine.N_FILL))
     n = engine.step(p, state, quotes, bid, ask, last, NAN, NAN, 0.0, fills)
@@ -49,8 +49,6 @@ def test_symmetric_single_level_is_the_original_rule():
 def test_symmetric_is_bit_identical_to_the_original_formula():
     rows, _ = quote_once(base=5.0, bid=61234.5, ask=61234.6, last=61234.55, tick=0.1)
     half = 0.002 / 2
-    from mmrun.strategy import ceil_tick, floor_tick
-
     assert rows[0][1] == floor_tick(61234.5 * (1 - half), 0.1)
     assert rows[1][1] == ceil_tick(61234.6 * (1 + half), 0.1)
     assert rows[0][2] == 10_000.0 * 0.01 / 61234.55
@@ -67,9 +65,9 @@ def test_levels_widen_by_the_spread_step_and_grow_by_the_size_step():
 
 
 def test_level_sizes_are_capped_at_the_max_exposure():
-    # size_step 30: level 1 wants 31 base units, the cap is 10,000 x 0.2 / 100 = 20
-    rows, _ = quote_once(base=100.0, levels=2, level_spread_step=0.002, level_size_step=30.0)
-    assert rows[2][2] == pytest.approx(20.0) and rows[3][2] == pytest.approx(20.0)
+    # size_step 10: level 1 wants 11 base units, level 2 wants 21; the cap is 10,000 x 0.2 / 100 = 20
+    rows, _ = quote_once(base=100.0, levels=3, level_spread_step=0.002, level_size_step=10.0)
+    assert [r[2] for r in rows] == [1.0, 1.0, 11.0, 11.0, 20.0, 20.0]
 
 
 def test_levels_rest_only_while_the_balance_covers_them_in_order():
@@ -88,7 +86,7 @@ def test_min_profit_skips_a_pair_too_thin_after_fees_and_keeps_wider_levels():
     )
     p = engine.make_params(0.004, 0.01, 0.2, 10_000.0, 0.001, "touch", None, 0.0, levels=2,
                            level_spread_step=0.002, min_profit_threshold=0.0025)
-    state = engine.make_state(10.0, 10_000.0)
+    state = engine.make_state(10.0, 10_000.0, p)
     quotes = engine.empty_quotes(2)
     engine.step(p, state, quotes, 100.0, 100.0, 100.0, NAN, NAN, 0.0, np.empty((5, engine.N_FILL)))
     assert list(quotes[:, engine.Q_AMOUNT]) == [0.0, 0.0, 1.0, 1.0]
@@ -101,7 +99,7 @@ def test_min_profit_skips_a_pair_too_thin_after_fees_and_keeps_wider_levels():
 def test_ladder_directly():
     q = np.zeros((2, 3))
     # anchor 100 / 100, offsets 0.001; cap 2,000 quote / last 100 = 20
-    ladder(q, 100.0, 100.0, 100.0, 0.001, 100.0, 0.001, 1.0, 1.0, 1.0, 2000.0, 100.0, 1, 0.0, 0.0, 0.5, 1000.0, 0.0, 0.0)
+    ladder(q, 100.0, 100.0, 100.0, 0.001, 100.0, 0.001, 1.0, 1.0, 1.0, 2000.0, 100.0, 1, 0.0, 0.0, *grid(0.5))
     # tick 0.5: the bid floors to 99.5, the ask ceils to 100.5
     assert q.tolist() == [[1.0, 99.5, 1.0], [-1.0, 100.5, 1.0]]
 
@@ -134,11 +132,11 @@ def test_base_share():
 
 def test_inventory_skew_anchor_tilts_prices_and_sizes():
     # excess 0.5, spread 0.002: bid offset 0.001 x 1.5, ask offset 0.001 x 0.5; sizes x0.5, x1.5
-    assert inventory_skew_anchor(100.0, 100.0, 0.002, 0.5, 1.0, 1.0) == pytest.approx(
+    assert lean(100.0, 100.0, 0.002, 0.5, 1.0, 1.0) == pytest.approx(
         (100.0, 0.0015, 100.0, 0.0005, 0.5, 1.5)
     )
     # inside the band it is exactly the symmetric anchor
-    assert inventory_skew_anchor(100.0, 100.1, 0.002, 0.0, 1.0, 1.0) == (100.0, 0.001, 100.1, 0.001, 1.0, 1.0)
+    assert lean(100.0, 100.1, 0.002, 0.0, 1.0, 1.0) == (100.0, 0.001, 100.1, 0.001, 1.0, 1.0)
 
 
 SKEW = dict(strategy="inventory_skew", target_base_share=0.5, rebalance_threshold=0.1)
@@ -199,7 +197,7 @@ def test_avellaneda_stoikov_in_the_kernel_with_a_flat_market():
     # floor 0.4 % -> bid 100 x 0.998, ask 100 x 1.002 whatever the inventory (empty here)
     rows, state = quote_once(**AS)
     approx_rows(rows, [(1.0, 99.8, 1.0), (-1.0, 100.2, 0.0)])
-    assert state[engine.S_VAR] == 0.0 and state[engine.S_PREV_MID] == 100.0
+    assert state["var"] == 0.0 and state["prev_mid"] == 100.0
 
 
 def test_avellaneda_stoikov_full_inventory_leans_down_and_never_crosses():
@@ -207,16 +205,16 @@ def test_avellaneda_stoikov_full_inventory_leans_down_and_never_crosses():
     # all base -> q = 0.5; r = 100 x (1 - 0.5 x 2 x 1e-6 x 1000) = 99.9
     # spread = 0.002 + ln(1.002) = 0.0039980026..., below the floor 0.004 -> 0.004
     p = engine.make_params(0.002, 0.01, 0.2, 10_000.0, 0.0, "touch", None, 0.0, horizon_s=1000.0, dt_s=5.0, **AS)
-    state = engine.make_state(100.0, 0.0)
-    state[engine.S_PREV_MID] = 100.0
-    state[engine.S_VAR] = 5e-6
-    state[engine.S_RETURNS] = 1.0
+    state = engine.make_state(100.0, 0.0, p)
+    state["prev_mid"] = 100.0
+    state["var"] = 5e-6
+    state["returns"] = 1.0
     quotes = engine.empty_quotes()
     engine.step(p, state, quotes, 100.0, 100.0, 100.0, NAN, NAN, 0.0, np.empty((3, engine.N_FILL)))
     # a flat row: r = 0, so var = 5e-6 + alpha x (0 - 5e-6) with alpha = 2 / 61
     alpha = 2.0 / 61.0
     var = 5e-6 + alpha * (0.0 - 5e-6)
-    assert state[engine.S_VAR] == pytest.approx(var, rel=1e-15)
+    assert state["var"] == pytest.approx(var, rel=1e-15)
     r = 100.0 * (1 - 0.5 * 2.0 * (var / 5.0) * 1000.0)
     assert quotes[0, engine.Q_PRICE] == pytest.approx(r * (1 - 0.002), rel=1e-12)
     assert quotes[1, engine.Q_PRICE] == pytest.approx(r * (1 + 0.002), rel=1e-12)
@@ -233,25 +231,23 @@ def test_avellaneda_stoikov_quotes_never_cross_a_wide_book():
 
 def test_volatility_is_estimated_online_from_the_mids():
     p = engine.make_params(0.002, 0.01, 0.2, 10_000.0, 0.0, "touch", None, 0.0, vol_window=3.0, **AS)
-    state = engine.make_state(0.0, 10_000.0)
+    state = engine.make_state(0.0, 10_000.0, p)
     quotes = engine.empty_quotes()
     buf = np.empty((3, engine.N_FILL))
     for mid in (100.0, 101.0, 100.0):
         engine.step(p, state, quotes, mid, mid, mid, NAN, NAN, 0.0, buf)
     r1, r2 = 101.0 / 100.0 - 1.0, 100.0 / 101.0 - 1.0  # simple returns
     alpha = 2.0 / (3.0 + 1.0)
-    assert state[engine.S_VAR] == pytest.approx(r1 * r1 + alpha * (r2 * r2 - r1 * r1), rel=1e-14)
-    assert state[engine.S_RETURNS] == 2.0 and state[engine.S_CYCLES] == 3.0
+    assert state["var"] == pytest.approx(r1 * r1 + alpha * (r2 * r2 - r1 * r1), rel=1e-14)
+    assert state["returns"] == 2.0 and state["cycles"] == 3.0
 
 
 def test_finite_horizon_counts_down_and_restarts():
-    from mmrun.engine import _horizon_left
-
-    assert _horizon_left(3600.0, True, 10.0, 60.0) == 3600.0  # rolling
-    assert _horizon_left(3600.0, False, 0.0, 60.0) == 3600.0
-    assert _horizon_left(3600.0, False, 10.0, 60.0) == 3000.0
-    assert _horizon_left(3600.0, False, 60.0, 60.0) == 3600.0  # a new horizon starts
-    assert _horizon_left(3600.0, False, 75.0, 60.0) == 2700.0
+    assert horizon_left(3600.0, True, 10.0, 60.0) == 3600.0  # rolling
+    assert horizon_left(3600.0, False, 0.0, 60.0) == 3600.0
+    assert horizon_left(3600.0, False, 10.0, 60.0) == 3000.0
+    assert horizon_left(3600.0, False, 60.0, 60.0) == 3600.0  # a new horizon starts
+    assert horizon_left(3600.0, False, 75.0, 60.0) == 2700.0
 
 
 # ---------------------------------------------------------------- one engine
@@ -267,21 +263,23 @@ def test_bulk_and_step_give_the_same_fills_for_every_strategy(strategy, fill_mod
     low, high = mid * (1 - np.abs(rng.normal(0, 0.002, n))), mid * (1 + np.abs(rng.normal(0, 0.002, n)))
     vol = rng.lognormal(0, 1, n)
     kw = dict(strategy=strategy, levels=2, level_spread_step=0.001, level_size_step=0.5, min_profit_threshold=0.0005)
+    if strategy == "avellaneda_stoikov":  # a narrow spread, so the test market trades
+        kw.update(gamma=0.1, kappa=1000.0, min_spread=0.0)
     p = engine.make_params(0.002, 0.05, 0.2, 10_000.0, 0.0005, fill_model, None, 0.01, **kw)
-    s_bulk = engine.make_state(20.0, 8_000.0)
+    s_bulk = engine.make_state(20.0, 8_000.0, p)
     _, fills, rows, base, quote = engine.run_bulk(p, s_bulk, bid, ask, mid, low, high, vol)
-    s_step = engine.make_state(20.0, 8_000.0)
+    s_step = engine.make_state(20.0, 8_000.0, p)
     quotes = engine.empty_quotes(2)
     buf = np.empty((engine.max_fills(2), engine.N_FILL))
     got = []
     for i in range(n):
         m = engine.step(p, s_step, quotes, bid[i], ask[i], mid[i], low[i], high[i], vol[i], buf)
         got.extend(buf[:m].tolist())
-        assert (s_step[engine.S_BASE], s_step[engine.S_QUOTE]) == (base[i], quote[i])
+        assert (s_step["base"], s_step["quote"]) == (base[i], quote[i])
     assert np.array_equal(np.array(got).reshape(-1, engine.N_FILL), fills)
     assert len(fills) > 20  # the test market trades
     assert (fills[:, engine.F_BASE] >= 0).all() and (fills[:, engine.F_QUOTE] >= -1e-9).all()
-    assert np.array_equal(s_step, s_bulk)
+    assert s_step.item() == s_bulk.item()
 
 
 def test_step_rejects_a_fill_buffer_without_room():

@@ -19,6 +19,7 @@ from typing import Dict, Iterator, Optional
 import numpy as np
 
 from mmrun.errors import ConfigError
+from mmrun.quoting import snap
 
 SECONDS_PER_YEAR = 365.0 * 24 * 3600
 CHUNK_ROWS = 2048  # fixed: changing it changes the random stream, hence the market
@@ -105,7 +106,7 @@ class SimMarket:
             t_bid = np.floor((trade_mid - half) / tick + 1e-9) * tick
             t_ask = t_bid + self.spread_ticks * tick
             price = np.where(side, np.ceil((t_ask + depth) / tick - 1e-9), np.floor((t_bid - depth) / tick + 1e-9)) * tick
-            price = np.round(price, _digits(tick))
+            price = snap(price, tick)
             size = self.notional * np.exp(rng.normal(-0.5, 1.0, k)) / price
 
             low = np.full(n, np.nan)
@@ -127,8 +128,8 @@ class SimMarket:
             last_px = last_px[idx]
             last = float(last_px[-1])
 
-            bid = np.round(np.floor((row_mid - half) / tick + 1e-9) * tick, _digits(tick))
-            ask = np.round(bid + self.spread_ticks * tick, _digits(tick))
+            bid = snap(np.floor((row_mid - half) / tick + 1e-9) * tick, tick)
+            ask = snap(bid + self.spread_ticks * tick, tick)
             keep = min(n, n_total - first)
             yield {
                 "ts_ms": (self.start_ms + rows[:keep] * self.step_ms).astype(np.int64),
@@ -145,9 +146,6 @@ class SimMarket:
         parts = list(self.chunks(limit))
         return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
-
-def _digits(tick: float) -> int:
-    return max(0, int(math.ceil(-math.log10(tick)))) + 2
 
 
 class SimClock:
