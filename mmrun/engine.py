@@ -263,7 +263,7 @@ def nominal_order_note(params: Any, last: float) -> str:
 
 # ------------------------------------------------------------------ the kernel variants
 
-_KERNELS: Dict[Tuple[str, int], Any] = {}
+_KERNELS: Dict[Tuple[str, int, int], Any] = {}
 _BEGIN = "# --- VARIANT"
 _END = "# --- END VARIANT ---"
 # What the kernel compiles from besides the strategy's own file (hashed into the variant's name).
@@ -300,7 +300,7 @@ def kernel(strategy: Any, model: FillModel):
     so an edit to any of them gives a new file, which numba compiles afresh: a cached kernel is
     never stale.
     """
-    key = (strategy.key, int(model))
+    key = (strategy.key, int(model), id(strategy.anchor))  # a reloaded strategy module: a new anchor
     mod = _KERNELS.get(key)
     if mod is None:
         mod = _KERNELS[key] = _load_variant(strategy, FillModel(model))

@@ -71,21 +71,6 @@ def snap(x, step: float):
     return np.rint(x * scale / units) * units / scale
 
 
-def floor_tick(price: float, tick: float) -> float:
-    """Largest multiple of tick <= price (a bid never rounds up into the book); tick 0 = no grid."""
-    return grid_floor(price, *grid(tick))
-
-
-def ceil_tick(price: float, tick: float) -> float:
-    """Smallest multiple of tick >= price (an ask never rounds down into the book); tick 0 = no grid."""
-    return grid_ceil(price, *grid(tick))
-
-
-def floor_lot(amount: float, lot: float) -> float:
-    """amount in whole lots, rounded down (base units); lot 0 = no lot grid."""
-    return grid_floor(amount, *grid(lot))
-
-
 @njit(cache=True, error_model="numpy")
 def base_share(base: float, quote: float, mid: float) -> float:
     """Share of the portfolio's value held in base: base x mid / (quote + base x mid), in [0, 1].

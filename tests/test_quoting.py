@@ -8,10 +8,21 @@ import numpy as np
 import pytest
 
 from mmrun import engine
-from mmrun.quoting import ceil_tick, floor_lot, floor_tick, grid, snap
+from mmrun.quoting import grid, grid_ceil, grid_floor, snap
 from mmrun.sizing import fraction_size
 
 NAN = math.nan
+
+
+def floor_tick(x, tick):
+    return grid_floor(x, *grid(tick))
+
+
+def ceil_tick(x, tick):
+    return grid_ceil(x, *grid(tick))
+
+
+floor_lot = floor_tick  # amounts floor to the lot grid with the same function
 
 
 def quote_once(bid, ask, *, spread=0.002, tick=0.0, capital=10_000.0, pct=0.01, cap=0.2, base=None, quote=None,

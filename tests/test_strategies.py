@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mmrun import engine
-from mmrun.quoting import base_share, ceil_tick, floor_tick, grid, ladder
+from mmrun.quoting import base_share, grid, grid_ceil, grid_floor, ladder
 from mmrun.strategies.avellaneda_stoikov import arrival_spread, horizon_left, reservation_and_spread
 from mmrun.strategies.inventory_skew import lean, skew_excess
 
@@ -49,8 +49,8 @@ def test_symmetric_single_level_is_the_original_rule():
 def test_symmetric_is_bit_identical_to_the_original_formula():
     rows, _ = quote_once(base=5.0, bid=61234.5, ask=61234.6, last=61234.55, tick=0.1)
     half = 0.002 / 2
-    assert rows[0][1] == floor_tick(61234.5 * (1 - half), 0.1)
-    assert rows[1][1] == ceil_tick(61234.6 * (1 + half), 0.1)
+    assert rows[0][1] == grid_floor(61234.5 * (1 - half), *grid(0.1))
+    assert rows[1][1] == grid_ceil(61234.6 * (1 + half), *grid(0.1))
     assert rows[0][2] == 10_000.0 * 0.01 / 61234.55
 
 
