@@ -6,4 +6,5 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # drift.py must be importable (strategy._target_: drift.DriftConfig), and strategy/drift.yaml found by Hydra
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
-exec mmrun --config-dir "$here" strategy=drift "$@"
+# options first (e.g. --multirun), then the overrides, then the strategy choice
+exec mmrun --config-dir "$here" "$@" strategy=drift
