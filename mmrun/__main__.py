@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mmrun.config import register
-from mmrun.errors import MmrunError
+from mmrun.errors import MmrunError, RunFailed
 
 register()
 
@@ -43,7 +43,7 @@ _failures: list = []
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _task(cfg: DictConfig) -> Optional[float]:
-    from mmrun.output import run_failed_job
+    from mmrun.output import run_failed_job, run_failure
     from mmrun.runner import run
 
     hc = HydraConfig.get()
@@ -55,7 +55,11 @@ def _task(cfg: DictConfig) -> Optional[float]:
     try:
         # What a sweeper (Optuna) optimises: the configured summary metric. None (not NaN) when
         # there is none: hydra-optuna-sweeper marks such a trial failed, while a NaN crashes it.
-        value = run(cfg, out_dir).get(cfg.sweep.objective)
+        summary = run(cfg, out_dir)
+        failure = run_failure(summary, out_dir)
+        if failure is not None and not (hc.mode is not None and hc.mode.name == "MULTIRUN"):
+            _failures.append(failure)  # reported after the run, which wrote its folder in full
+        value = summary.get(cfg.sweep.objective)
         return None if value is None else float(value)
     except Exception as exc:
         run_failed_job(cfg, out_dir, exc, started)
@@ -106,7 +110,7 @@ def main() -> None:
             raise
         if isinstance(exc, MmrunError) or _is_config_error(exc):
             print(f"mmrun: error: {one_line(exc)}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(1 if isinstance(exc, RunFailed) else 2)
         print(f"mmrun: internal error: {type(exc).__name__}: {one_line(exc)} (HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
         sys.exit(1)
 

@@ -26,3 +26,13 @@ class TemporaryError(MmrunError):
 
 class PermanentError(MmrunError):
     """An exchange error that retrying will not fix (unknown symbol, auth): stop."""
+
+
+class RunFailed(MmrunError):
+    """The run started but did not finish as asked (a pair failed, the folder could not be
+    written): its results so far are kept; the command exits 1."""
+
+
+class OutputError(RunFailed):
+    """The run folder cannot be written (full disk, permissions, a read-only file system):
+    the message names the folder and the cause."""

@@ -17,6 +17,7 @@ import polars as pl
 
 from mmrun import __version__
 from mmrun.config import PairSpec
+from mmrun.errors import ConfigError, OutputError, RunFailed
 from mmrun.record import read_events, safe_name, write_csv, write_json, write_parquet
 from mmrun.recorder import PairOutcome
 from mmrun.stats import compute_stats, trading_stats
@@ -24,14 +25,100 @@ from mmrun.stats import compute_stats, trading_stats
 log = logging.getLogger("mmrun")
 
 
+# What a run writes into its folder (and each pair's subfolder). A folder holding only these
+# (besides Hydra's .hydra/ and log) holds a previous run, which a new run replaces whole.
+RUN_FILES = frozenset({
+    "events.csv", "events.parquet", "equity.parquet", "market.parquet", "market.json", "summary.json",
+    "report.png", "run_info.json",
+})
+_RUN_FILE_SUFFIXES = (".tmp", ".rows", ".part.parquet")  # unfinished writes, a killed run's journals
+
+
+class FolderRefused(ConfigError):
+    """The run folder holds files that are not a previous run's: nothing is written to it."""
+
+
 def pair_dirs(out_dir: Path, specs: List[PairSpec]) -> Dict[str, Path]:
-    """Each pair's folder: out_dir itself for one pair, out_dir/<safe_name(pair)> for several (created)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Each pair's folder: out_dir itself for one pair, out_dir/<safe_name(pair)> for several.
+
+    Pairs whose folder names would be the same (on a case-insensitive file system too) are a
+    ConfigError. A previous run in out_dir is removed first (see clear_previous_run); the
+    folders are created. Raises FolderRefused, OutputError.
+    """
     single = len(specs) == 1
+    if not single:
+        seen: Dict[str, str] = {}
+        for s in specs:
+            key = safe_name(s.pair).lower()
+            if key in seen:
+                raise ConfigError(
+                    f"pairs: {seen[key]} and {s.pair} would share the output folder {safe_name(s.pair)}: "
+                    "run them separately"
+                )
+            seen[key] = s.pair
     dirs = {s.pair: out_dir if single else out_dir / safe_name(s.pair) for s in specs}
-    for d in dirs.values():
-        d.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        clear_previous_run(out_dir)
+        for d in dirs.values():
+            d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out_dir}: cannot prepare the run folder: {exc.strerror or exc}") from None
     return dirs
+
+
+def _is_run_file(path: Path) -> bool:
+    return path.is_file() and (path.name in RUN_FILES or path.name.endswith(_RUN_FILE_SUFFIXES))
+
+
+def clear_previous_run(out_dir: Path) -> List[Path]:
+    """Remove a previous run from out_dir, so that the new run's folder is never a mix of two.
+
+    Kept: .hydra/ (Hydra has just written this run's config there) and the job's .log file
+    (emptied when a previous run was removed). Removed: the run files (RUN_FILES, unfinished
+    writes, journals) and pair subfolders holding nothing else. Anything else in the folder
+    (a file mmrun does not write) raises FolderRefused before anything is removed. Returns
+    what was removed.
+    """
+    remove: List[Path] = []
+    for entry in sorted(out_dir.iterdir()):
+        if entry.name == ".hydra" or (entry.is_file() and entry.suffix == ".log"):
+            continue
+        if _is_run_file(entry):
+            remove.append(entry)
+        elif entry.is_dir() and not entry.is_symlink() and all(_is_run_file(p) for p in entry.iterdir()):
+            remove.append(entry)
+        else:
+            raise FolderRefused(
+                f"{out_dir}: holds {entry.name}, which is not part of an mmrun run: "
+                "choose a new or empty folder (hydra.run.dir=...)"
+            )
+    if not remove:
+        return remove
+    for entry in remove:
+        if entry.is_dir():
+            for p in entry.iterdir():
+                p.unlink()
+            entry.rmdir()
+        else:
+            entry.unlink()
+    _empty_logs_in(out_dir)
+    log.warning("%s held a previous run: replaced (%d files and folders removed)", out_dir, len(remove))
+    return remove
+
+
+def _empty_logs_in(folder: Path) -> None:
+    """Empty the log files open in `folder` (Hydra's job log): they held the previous run's lines."""
+    for handler in logging.getLogger().handlers:
+        name = getattr(handler, "baseFilename", None)
+        if name and Path(name).parent == folder.resolve() and getattr(handler, "stream", None) is not None:
+            handler.acquire()
+            try:
+                handler.stream.flush()
+                handler.stream.seek(0)
+                handler.stream.truncate()
+            finally:
+                handler.release()
 
 
 def write_market_info(path: Path, cfg: Any, pair: str, feed: Any) -> None:
@@ -108,6 +195,8 @@ def aggregate(cfg: Any, summaries: List[Dict[str, Any]], outcomes: List[PairOutc
         eq = out.equity.select("ts_ms", pl.col("equity").alias(safe_name(out.pair)))
         total = eq if total is None else total.join(eq, on="ts_ms", how="full", coalesce=True)
     total = total.sort("ts_ms").fill_null(strategy="forward").fill_null(strategy="backward")
+    # a pair with no completed cycle holds its starting value throughout
+    total = total.with_columns(pl.col(safe_name(s["pair"])).fill_null(s["initial_value"]) for s in summaries)
     equity = total.select(pl.sum_horizontal(pl.exclude("ts_ms"))).to_series().to_numpy()
     initial = sum(s["initial_value"] for s in summaries)
     final = sum(s["final_value"] for s in summaries)
@@ -130,6 +219,7 @@ def aggregate(cfg: Any, summaries: List[Dict[str, Any]], outcomes: List[PairOutc
         "seed": cfg.seed,
         "data_fingerprint": ",".join(s["data_fingerprint"] for s in summaries),
         "pairs": {s["pair"]: safe_name(s["pair"]) for s in summaries},
+        "failed_pairs": [s["pair"] for s in summaries if s["status"] == "failed"],
         "mmrun_version": __version__,
     }
 
@@ -178,7 +268,8 @@ def print_summary(s: Dict[str, Any], out_dir: Path, wall_s: float) -> None:
     quote = s["pair"].split(",")[0].split("/")[-1]
     lines = [
         f"mmrun  {s['pair']}  {s['exchange']}  {s['mode']}  {s['status']}  {s['ticks']} ticks  ({wall_s:.2f} s)",
-        f"  value   {s['initial_value']:,.2f} -> {s['final_value']:,.2f} {quote}  ({s['total_return_pct']:+.3f} %, pnl {s['pnl']:+,.2f})",
+        f"  value   {s['initial_value']:,.2f} -> {s['final_value']:,.2f} {quote}  ({s['total_return_pct']:+.3f} %, pnl {s['pnl']:+,.2f})"
+        + ("  (no completed cycle: the starting value)" if s["ticks"] == 0 else ""),
         f"  trades  {s['trades']} ({s['buys']} buys, {s['sells']} sells), volume {s['volume_quote']:,.2f}, fees {s['fees']:,.2f}",
         f"  risk    max drawdown {s['max_drawdown_pct']:.3f} %, sharpe {s['sharpe']:.2f}, errors {s['errors']}",
         f"  output  {out_dir}",
@@ -221,24 +312,40 @@ def _versions() -> Dict[str, str]:
     return out
 
 
+def run_failure(summary: Dict[str, Any], out_dir: Path) -> Optional[RunFailed]:
+    """RunFailed naming the failed pair(s) of a finished run (its folder is written), else None."""
+    failed = summary.get("failed_pairs") or ([summary["pair"]] if summary.get("status") == "failed" else [])
+    if not failed:
+        return None
+    return RunFailed(f"{', '.join(failed)}: the pair stopped on an error (see the ERROR line in its events.csv); "
+                     f"results so far in {out_dir}")
+
+
 def run_failed_job(cfg: Any, out_dir: Path, exc: BaseException, wall_start: Optional[float] = None) -> None:
     """A sweep job that failed: its summary says so, with the error, so the sweep report lists it.
 
     wall_start (a time.time() value): when the job started; given, run_info.json is written too.
+    A folder refused (FolderRefused) gets nothing; a folder that cannot be written (OutputError,
+    OSError) is left as it is: the error itself is what the command reports.
     """
     from mmrun.cli_errors import one_line
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if wall_start is not None:
-        write_run_info(out_dir, wall_start)
-    write_json(
-        {
-            "pair": str(cfg.get("pair")),
-            "exchange": str(cfg.exchange.get("id")),
-            "mode": str(cfg.get("mode")),
-            "status": "failed",
-            "error": one_line(exc),
-            "seed": cfg.get("seed"),
-        },
-        out_dir / "summary.json",
-    )
+    if isinstance(exc, FolderRefused):
+        return
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if wall_start is not None:
+            write_run_info(out_dir, wall_start)
+        write_json(
+            {
+                "pair": str(cfg.get("pair")),
+                "exchange": str(cfg.exchange.get("id")),
+                "mode": str(cfg.get("mode")),
+                "status": "failed",
+                "error": one_line(exc),
+                "seed": cfg.get("seed"),
+            },
+            out_dir / "summary.json",
+        )
+    except (OSError, OutputError) as write_exc:
+        log.error("%s: the failure could not be recorded in summary.json: %s", out_dir, write_exc)

@@ -18,10 +18,10 @@ import numpy as np
 from mmrun import engine, validation
 from mmrun.config import PairSpec, validate
 from mmrun.maker import MarketMaker
-from mmrun.market.source import backtest_market, paper_market
+from mmrun.market.source import PaperMarket, backtest_market, paper_market
 from mmrun.output import import_plotting, pair_dirs, print_summary, write_market_info, write_outputs, write_run_info
 from mmrun.record import EventStream
-from mmrun.recorder import PairOutcome
+from mmrun.recorder import PairOutcome, PairRecorder
 
 log = logging.getLogger("mmrun")
 
@@ -66,13 +66,16 @@ async def _run_paper(cfg: Any, specs: List[PairSpec], dirs: Dict[str, Path]) -> 
         from mmrun.status import StatusBoard
 
         board = StatusBoard([s.pair for s in specs])
-    feeds, makers, clients = [], [], {}
+    markets: Dict[str, PaperMarket] = {}
+    makers: List[MarketMaker] = []
     try:
+        # a real exchange's markets are loaded first: an unknown pair or an unreachable exchange
+        # ends the run before anything is written; a stop request ends the loading at once
+        if not await _unless_stopped(_open_markets(cfg, specs, stop, markets), stop):
+            log.warning("stopped while the markets were loading: no cycle was run")
+            return [_not_started(spec.pair, dirs[spec.pair]) for spec in specs]
         for spec in specs:
-            # a real exchange's markets are loaded here: an unknown pair or an unreachable
-            # exchange ends the run before anything is written
-            market = await paper_market(cfg, spec.pair, stop, clients)
-            feeds.append(market.feed)
+            market = markets[spec.pair]
             if market.rules is not None:
                 write_market_info(dirs[spec.pair] / "market.json", cfg, spec.pair, market.feed)
             events = EventStream(dirs[spec.pair] / "events.csv")
@@ -103,10 +106,45 @@ async def _run_paper(cfg: Any, specs: List[PairSpec], dirs: Dict[str, Path]) -> 
         for m in makers:
             m.events.close()
             m.close_recording()  # market.parquet complete even when the run failed
-        for feed in feeds:
-            await feed.close()
+        for market in markets.values():
+            await market.feed.close()
         if board is not None:
             board.close()
+
+
+async def _open_markets(cfg: Any, specs: List[PairSpec], stop: asyncio.Event, markets: Dict[str, PaperMarket]) -> None:
+    """Each pair's paper market into `markets` (filled as they open, so that all are closed after)."""
+    clients: Dict = {}
+    for spec in specs:
+        markets[spec.pair] = await paper_market(cfg, spec.pair, stop, clients)
+
+
+async def _unless_stopped(work, stop: asyncio.Event) -> bool:
+    """Run `work` (a coroutine) to its end and return True, or cancel it when `stop` is set
+    first and return False. Its exception, if it raised, is raised here."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    try:
+        await task
+    except BaseException:  # the cancelled loading's own ending does not matter any more
+        pass
+    return False
+
+
+def _not_started(pair: str, folder: Path) -> PairOutcome:
+    """The outcome of a pair stopped before its first cycle: no rows, its starting balances."""
+    EventStream(folder / "events.csv").close()
+    recorder = PairRecorder(pair, folder)
+    recorder.close()
+    return recorder.outcome("stopped", 0)
 
 
 def _install_stop_handlers(stop: asyncio.Event) -> None:

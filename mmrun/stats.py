@@ -155,7 +155,7 @@ def trading_stats(
     """
     eq = equity["equity"].to_numpy()
     mids = equity["mid"].to_numpy()
-    final = float(eq[-1]) if eq.size else 0.0
+    final = float(eq[-1]) if eq.size else initial_value  # no cycle: the starting value
     if eq.size:
         hold = initial_base * float(mids[-1]) + (initial_value - initial_base * float(mids[0]))
         market = (float(mids[-1]) / float(mids[0]) - 1.0) * 100.0 if mids[0] > 0 else 0.0
@@ -192,7 +192,9 @@ def compute_stats(equity: pl.DataFrame, fills: pl.DataFrame, initial_value: Opti
     """
     eq = equity["equity"].to_numpy()
     initial = float(initial_value) if initial_value is not None else (float(eq[0]) if eq.size else 0.0)
-    final = float(eq[-1]) if eq.size else 0.0
+    # no completed cycle (stopped before the first, every fetch failed): nothing was traded, the
+    # value is the starting one (all in quote), and `ticks` says 0
+    final = float(eq[-1]) if eq.size else initial
     buys = int((fills["side"] == "buy").sum()) if fills.height else 0
     notional = (fills["price"] * fills["amount"]).sum() if fills.height else 0.0
     return {
@@ -210,6 +212,6 @@ def compute_stats(equity: pl.DataFrame, fills: pl.DataFrame, initial_value: Opti
         "max_drawdown_pct": max_drawdown_pct(eq),
         "sharpe": sharpe(eq, equity["ts_ms"].to_numpy()),
         "final_base": float(equity["base"][-1]) if eq.size else 0.0,
-        "final_quote": float(equity["quote"][-1]) if eq.size else 0.0,
+        "final_quote": float(equity["quote"][-1]) if eq.size else initial,
         "ticks": int(equity.height),
     }

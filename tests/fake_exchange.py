@@ -10,7 +10,8 @@ matching requests: '429' (with Retry-After: arg), '503', '504', 'hang' (sleep ar
 before answering, beyond the client's timeout), 'drop' (close the connection without an
 answer), 'malformed' (invalid JSON), 'nulls' (valid JSON, every field null), 'badsymbol'
 (Binance's -1121 Invalid symbol), 'stale' (ticker stamped arg seconds ago), 'crossed',
-'empty' (no book), 'ok' (answered normally: a placeholder). `stop()` then `start()` makes the server go away and come back on the
+'empty' (no book), 'truncate' (the normal answer's headers, then half its body and a closed
+connection: a body cut short in transit), 'ok' (answered normally: a placeholder). `stop()` then `start()` makes the server go away and come back on the
 same port. Every request is logged in `requests` as (path, query dict).
 """
 
@@ -207,7 +208,24 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(404, {"code": -1, "msg": f"no such endpoint {path}"})
         if kind == "nulls":
             body = _nulls(body)
+        if kind == "truncate":
+            return self._send_truncated(body)
         return self._send(200, body)
+
+    def _send_truncated(self, body: Any) -> None:
+        """Announce the whole body's length, send half of it, close the connection."""
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        try:
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.close_connection = True
 
     def _route(self, path: str, q: Dict[str, str], kind: Optional[str], arg: float) -> Any:
         st = self.state

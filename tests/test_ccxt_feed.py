@@ -216,7 +216,7 @@ def test_permanent_errors_are_not_retried(fake):
 
 # aiohttp itself resends an idempotent request once when the connection drops: two drops
 # make one failed call for ccxt, hence for our retry.
-@pytest.mark.parametrize("kind, n", [("hang", 1), ("drop", 2), ("malformed", 1)])
+@pytest.mark.parametrize("kind, n", [("hang", 1), ("drop", 2), ("malformed", 1), ("truncate", 1)])
 def test_hangs_drops_and_malformed_bodies_are_retried(fake, kind, n):
     sleeps = Sleeps()
     fake.fail(kind, n=n, path="ticker", arg=3.0)  # a hang of 3 s against a 0.3 s timeout

@@ -87,8 +87,9 @@ def translate(exc: BaseException, what: str, headers: Any = None) -> Exception:
     """A ccxt (or parsing) exception -> the mmrun.errors type saying what the caller does.
 
     Transient (retried): ccxt's OperationFailed family (NetworkError, DDoSProtection,
-    RateLimitExceeded, RequestTimeout, ExchangeNotAvailable, BadResponse) and a body ccxt
-    could not parse (TypeError/KeyError/... inside its parser). Permanent (never retried):
+    RateLimitExceeded, RequestTimeout, ExchangeNotAvailable, BadResponse), a body cut short in
+    transit (an ExchangeError caused by aiohttp.ClientPayloadError) and a body ccxt could not
+    parse (TypeError/KeyError/... inside its parser). Permanent (never retried):
     ExchangeError and its subclasses (BadSymbol, AuthenticationError, ...).
     """
     detail = f"{what}: {type(exc).__name__}: {_short(exc)}"
@@ -96,11 +97,22 @@ def translate(exc: BaseException, what: str, headers: Any = None) -> Exception:
         return RateLimited(detail, parse_retry_after(_header(headers, "Retry-After")))
     if isinstance(exc, ccxt.OperationFailed):
         return TemporaryError(detail)
+    if isinstance(exc, ccxt.ExchangeError) and _truncated_body(exc):
+        # ccxt reports a body cut short in transit (aiohttp's ClientPayloadError: Content-Length
+        # or chunked encoding not completed) as a plain ExchangeError: a dropped connection
+        return TemporaryError(f"{what}: response body cut short ({_short(exc.__cause__)})")
     if isinstance(exc, ccxt.BaseError):
         return PermanentError(detail)
     if isinstance(exc, (TypeError, KeyError, ValueError, AttributeError, IndexError)):
         return BadMarketData(f"{what}: malformed response ({type(exc).__name__}: {_short(exc)})")
     return TemporaryError(detail)
+
+
+def _truncated_body(exc: BaseException) -> bool:
+    """True if ccxt's error comes from an HTTP body that ended before its announced length."""
+    import aiohttp
+
+    return isinstance(exc.__cause__, aiohttp.ClientPayloadError)
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:

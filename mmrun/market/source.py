@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional, Protocol, Tuple
 
 import numpy as np
 
-from mmrun.errors import DataError
+from mmrun.errors import ConfigError, DataError
 
 # (ts_ms, bid, ask, last, low, high, volume): see mmrun.market.ROW_FIELDS
 Row = Tuple[int, float, float, float, float, float, float]
@@ -72,11 +72,37 @@ class WallClock:
             pass
 
 
+# The last instant an ISO-8601 timestamp (and events.csv) can show: 9999-12-31T23:59:59.999Z
+MAX_TS_MS = 253_402_300_799_999
+
+
 def sim_market(cfg: Any, pair: str):
-    """The pair's simulated market (sim.SimMarket) from exchange.sim, intervals.quote_s and seed."""
+    """The pair's simulated market (sim.SimMarket) from exchange.sim, intervals.quote_s and seed.
+
+    Checked by generating its first rows: a market that cannot be generated (a price of 0 or
+    inf, a duration or start that overflows the time grid, non-finite or crossed quotes) is a
+    ConfigError naming exchange.sim, never a run that completes on nothing.
+    """
     from mmrun.market.sim import SimMarket
 
-    return SimMarket(pair, cfg.exchange.sim, cfg.intervals.quote_s, cfg.seed)
+    try:
+        market = SimMarket(pair, cfg.exchange.sim, cfg.intervals.quote_s, cfg.seed)
+        last_ms = market.start_ms + (market.n_rows - 1) * market.step_ms
+        with np.errstate(all="ignore"):
+            first = next(market.chunks(1))
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"exchange.sim: the simulated market for {pair} cannot be generated "
+                          f"({type(exc).__name__}: {exc}); check exchange.sim.prices, duration_s and start") from None
+    bid, ask = float(first["bid"][0]), float(first["ask"][0])
+    if not (np.isfinite(bid) and np.isfinite(ask) and 0.0 < bid < ask):
+        raise ConfigError(f"exchange.sim: the simulated market for {pair} starts with best bid {bid:g} and ask {ask:g}; "
+                          "check exchange.sim.prices and spread_ticks (a positive, finite price; bid below ask)")
+    if market.n_rows < 1 or not (0 <= market.start_ms and last_ms <= MAX_TS_MS):
+        raise ConfigError(f"exchange.sim: the simulated market for {pair} would run outside the years 1970..9999 "
+                          f"(exchange.sim.start={cfg.exchange.sim.start}, duration_s={cfg.exchange.sim.duration_s})")
+    return market
 
 
 # ---------------------------------------------------------------- paper
