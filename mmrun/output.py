@@ -19,7 +19,7 @@ from mmrun import __version__
 from mmrun.config import PairSpec
 from mmrun.errors import ConfigError, OutputError, RunFailed
 from mmrun.record import read_events, safe_name, write_csv, write_json, write_parquet
-from mmrun.recorder import PairOutcome
+from mmrun.recorder import PairOutcome, discard_journals
 from mmrun.stats import compute_stats, trading_stats
 
 log = logging.getLogger("mmrun")
@@ -29,7 +29,7 @@ log = logging.getLogger("mmrun")
 # (besides Hydra's .hydra/ and log) holds a previous run, which a new run replaces whole.
 RUN_FILES = frozenset({
     "events.csv", "events.parquet", "equity.parquet", "market.parquet", "market.json", "summary.json",
-    "report.png", "run_info.json",
+    "report.png", "run_info.json", "returns.parquet", "validation.json",
 })
 _RUN_FILE_SUFFIXES = (".tmp", ".rows", ".part.parquet")  # unfinished writes, a killed run's journals
 
@@ -255,6 +255,7 @@ def write_outputs(cfg: Any, specs: List[PairSpec], outcomes: List[PairOutcome], 
         picture.start()
         write_pair(dirs[spec.pair], out)
         write_json(summary, dirs[spec.pair] / "summary.json")
+        discard_journals(dirs[spec.pair])  # a paper run's: its files are written now
         picture.join()
         summaries.append(summary)
     if len(specs) == 1:

@@ -2,7 +2,8 @@
 
 Files written whole go to a temporary name first and are renamed into place, so a reader
 never sees half a file. events.csv in paper mode is the exception by design: it is appended
-and flushed event by event, so a killed run keeps every complete line it wrote.
+line by line, so a killed run keeps every complete line it wrote (and never half a line).
+Any I/O error becomes OutputError, one line naming the folder, the file and the cause.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import polars as pl
+
+from mmrun.errors import OutputError
 
 EVENT_COLUMNS = (
     "timestamp",  # market time, ISO-8601 UTC with milliseconds
@@ -78,14 +81,79 @@ def _csv_text(s: str) -> str:
     return s
 
 
+# The one call that appends bytes to a recording file (tests replace it to inject ENOSPC).
+_os_write = os.write
+
+
+def output_error(path: Path, exc: BaseException) -> OutputError:
+    """OutputError naming the folder, the file and the cause ('No space left on device')."""
+    path = Path(path)
+    cause = getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__
+    return OutputError(f"{path.parent}: cannot write {path.name}: {cause}")
+
+
+def append_whole(fd: int, data: bytes, good_size: int, path: Path) -> None:
+    """Append `data` to the open file `fd` (offset good_size), with as many writes as it takes.
+
+    On a failed write (ENOSPC, EIO, ...) the file is cut back to good_size, so it never ends in
+    a part of `data`, and OutputError is raised (path names the file in the message).
+    """
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[_os_write(fd, view):]
+    except OSError as exc:
+        try:
+            os.ftruncate(fd, good_size)
+            os.lseek(fd, good_size, os.SEEK_SET)
+        except OSError:
+            pass
+        raise output_error(path, exc) from None
+
+
+def cut_to_whole_lines(path: Path) -> int:
+    """Cut a text file after its last newline (a line a killed writer left half-written);
+    returns the bytes removed."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            f.seek(start)
+            block = f.read(end - start)
+            i = block.rfind(b"\n")
+            if i >= 0:
+                keep = start + i + 1
+                break
+            end = start
+        else:
+            keep = 0
+        if keep < size:
+            f.truncate(keep)
+    return size - keep
+
+
 class EventStream:
-    """events.csv appended one line per event, flushed per event (paper mode)."""
+    """events.csv appended one line per event as it happens (paper mode).
+
+    Each line goes to the file with one write (no buffer in between), so a killed run keeps
+    every line it wrote, and only whole lines: a failed write (full disk) cuts the file back to
+    its last whole line and raises OutputError.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._f = open(self.path, "w", encoding="utf-8", newline="")
-        self._f.write(",".join(EVENT_COLUMNS) + "\n")
-        self._f.flush()
+        try:
+            self._fd: Optional[int] = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as exc:
+            raise output_error(self.path, exc) from None
+        self._size = 0
+        self._append((",".join(EVENT_COLUMNS) + "\n").encode("utf-8"))
+
+    def _append(self, data: bytes) -> None:
+        append_whole(self._fd, data, self._size, self.path)
+        self._size += len(data)
 
     def write(
         self,
@@ -118,14 +186,12 @@ class EventStream:
                 _csv_text(note),
             )
         )
-        # One write per line, then flush: a line is either wholly on disk or not at all
-        # (as far as a killed process can tell).
-        self._f.write(line + "\n")
-        self._f.flush()
+        self._append((line + "\n").encode("utf-8"))
 
     def close(self) -> None:
-        if not self._f.closed:
-            self._f.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def frame(arrays: Dict[str, np.ndarray], schema: Dict[str, Any]) -> pl.DataFrame:
@@ -144,14 +210,20 @@ def frame(arrays: Dict[str, np.ndarray], schema: Dict[str, Any]) -> pl.DataFrame
 
 def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Write a whole file: `write(tmp)` writes it to a temporary name beside `path`, which is then
-    renamed into place, so a reader sees the old file or the new one, never half of one."""
+    renamed into place, so a reader sees the old file or the new one, never half of one. A
+    failure removes the temporary file; an I/O error (full disk, ...) becomes OutputError."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(exc, (OSError, pl.exceptions.PolarsError)):  # e.g. a full disk
+            raise output_error(path, exc) from None
         raise
 
 

@@ -1,7 +1,8 @@
 """The recorder: what one pair's run leaves behind (its outcome), and the rows it is built from.
 
 Both ways of running a pair end here. The paper loop hands a `PairRecorder` each cycle's
-equity and market rows and each fill as it happens; the bulk backtest hands `bulk_outcome`
+equity and market rows and each fill as it happens (appended to journals that survive a kill:
+`recover_pair` reads back what a stopped process left); the bulk backtest hands `bulk_outcome`
 the kernel's whole arrays. Either way the outcome's frames have the same columns and types,
 built by the same functions (`fills_frame`, record.frame), so paper and backtest compare
 exactly.
@@ -10,14 +11,21 @@ exactly.
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import polars as pl
 
-from mmrun.record import EQUITY_SCHEMA, MARKET_SCHEMA, events_frame, frame
+from mmrun.errors import DataError
+from mmrun.record import (EQUITY_SCHEMA, MARKET_SCHEMA, append_whole, cut_to_whole_lines, events_frame, frame,
+                          output_error, replace_atomically)
+
+log = logging.getLogger("mmrun")
 
 # One fill as recorded: market time (ms), side (+1 buy, -1 sell), price (quote per base),
 # amount (base), fee (quote), base and quote balances after the fill.
@@ -29,7 +37,7 @@ class PairOutcome:
     """What one pair's run leaves behind, for the writers and the summary."""
 
     pair: str
-    status: str  # completed | max_ticks | stopped | failed
+    status: str  # completed | max_ticks | stopped | failed | interrupted (recovered after a kill)
     equity: pl.DataFrame  # record.EQUITY_SCHEMA, one row per quote cycle
     fills: pl.DataFrame  # fills_frame's columns, one row per fill
     market: Optional[pl.DataFrame]  # record.MARKET_SCHEMA, the rows paper cycles used (None: on disk already)
@@ -63,136 +71,268 @@ def fingerprint_rows(rows: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.float64).tobytes()).hexdigest()
 
 
-class Rows:
-    """Fixed-width float rows appended one at a time, kept in chunks of `chunk` rows.
+class Journal:
+    """Fixed-width records of float64 (little-endian) appended to a file, each with one write.
 
-    path None: the chunks stay in memory. path given: each full chunk is written to that
-    Parquet file as a row group (memory stays bounded however long the run); the file is
-    complete once close() has run. Either way `frame(schema)` gives the rows as a frame
-    (ts_ms as Int64, NaN as null, as record.frame writes them).
+    Whatever stops the process (SIGKILL, a crash, a full disk), the file holds every record
+    appended before, plus at most a part of the one being written: `read_journal` keeps the
+    whole records only. A failed write (ENOSPC, EIO) cuts the file back to its last whole
+    record and raises OutputError naming the folder and the cause. path None: the records are
+    kept in memory instead (tests, short runs).
     """
 
-    def __init__(self, columns: Sequence[str], path: Optional[Path] = None, chunk: int = 4096):
-        self.columns = list(columns)
+    def __init__(self, path: Optional[Path], width: int):
         self.path = None if path is None else Path(path)
-        self.chunk = chunk
-        self._done: List[np.ndarray] = []
-        self._cur = np.empty((chunk, len(self.columns)))
-        self._n = 0
-        self._count = 0
-        self._writer = None
+        self.width = width
+        self.size = 0  # bytes of whole records written
+        self._buf = bytearray() if path is None else None
+        self._fd = None
         if self.path is not None:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+            try:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            except OSError as exc:
+                raise output_error(self.path, exc) from None
 
-            self._pa = pa
-            self._schema = pa.schema([(c, pa.int64() if c == "ts_ms" else pa.float64()) for c in self.columns])
-            # no dictionary encoding: float market data rarely repeats, and its buffers cost memory
-            self._writer = pq.ParquetWriter(self.path, self._schema, write_statistics=False, use_dictionary=False)
-
-    def append(self, row: Iterable[float]) -> None:
-        self._cur[self._n] = row
-        self._n += 1
-        self._count += 1
-        if self._n == self.chunk:
-            self._flush()
+    def append(self, data: bytes) -> None:
+        """Append whole records (len(data) a multiple of 8 x width)."""
+        if self._buf is not None:
+            self._buf += data
+        else:
+            append_whole(self._fd, data, self.size, self.path)
+        self.size += len(data)
 
     def __len__(self) -> int:
-        return self._count
-
-    def _flush(self) -> None:
-        if self._n == 0:
-            return
-        if self.path is None:
-            self._done.append(self._cur[: self._n])
-            self._cur = np.empty((self.chunk, len(self.columns)))
-        elif self._writer is not None:
-            pa, rows = self._pa, self._cur[: self._n]
-            cols = [pa.array(rows[:, 0].astype(np.int64))]
-            # NaN -> null, as record.frame writes them (a cycle without trades has no low/high)
-            cols += [pa.array(rows[:, i], from_pandas=True) for i in range(1, rows.shape[1])]
-            self._writer.write_table(pa.Table.from_arrays(cols, schema=self._schema))
-        self._n = 0
+        return self.size // (8 * self.width)
 
     def close(self) -> None:
-        """Finish the file the rows go to (idempotent; nothing to do in memory)."""
-        if self._writer is not None:
-            self._flush()
-            self._writer.close()
-            self._writer = None
+        """Close the file (idempotent); its records stay readable."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
-    def frame(self, schema) -> pl.DataFrame:
-        """All rows as a frame with `schema` (a dict of column -> Polars type, these columns)."""
-        if self.path is not None:
-            self.close()
-            return pl.read_parquet(self.path)
-        self._flush()
-        arr = np.concatenate(self._done) if self._done else np.empty((0, len(self.columns)))
-        return frame({c: arr[:, i] for i, c in enumerate(self.columns)}, schema)
+    def array(self) -> np.ndarray:
+        """The whole records, shape (n, width)."""
+        if self._buf is not None:
+            return np.frombuffer(bytes(self._buf), dtype="<f8").reshape(-1, self.width)
+        return read_journal(self.path, self.width)
+
+
+def read_journal(path: Path, width: int, first: int = 0, count: Optional[int] = None) -> np.ndarray:
+    """Whole records of a journal file, shape (n, width) float64: records first..first+count
+    (all from first when count is None); a part-written last record is left out."""
+    rec = 8 * width
+    n = max(0, os.path.getsize(path) // rec - first)
+    n = n if count is None else min(n, count)
+    with open(path, "rb") as f:
+        f.seek(first * rec)
+        return np.fromfile(f, dtype="<f8", count=n * width).reshape(n, width)
+
+
+# The paper loop's journal in a pair's folder (hidden; removed once the run's files are written).
+# One record per cycle and per fill, 14 float64 each: the kind, then
+#   a cycle (KIND_CYCLE): the market row (ROW_FIELDS), then the equity row without its ts_ms
+#       (mid, bid_quoted, ask_quoted, base, quote, equity);
+#   a fill (KIND_FILL): FILL_COLUMNS, then zeros.
+# A cycle's fills and the cycle go to the file in one write, after the cycle's events.
+JOURNAL = ".journal.rows"
+JOURNAL_WIDTH = 14
+KIND_CYCLE, KIND_FILL = 0.0, 1.0
+_RECORD = struct.Struct("<14d")
+_MARKET = slice(1, 1 + len(MARKET_SCHEMA))  # a cycle record's market row
+_READ_RECORDS = 8192  # records read at a time: reading back stays bounded in memory
+_PARQUET_ROWS = 4096  # rows per market.parquet row group
+
+
+def _records(journal: "Journal | Path"):
+    """The whole records of a journal (a Journal, or a journal file), a block at a time."""
+    if isinstance(journal, Journal) and journal.path is None:
+        yield journal.array()
+        return
+    path = journal.path if isinstance(journal, Journal) else Path(journal)
+    first = 0
+    while True:
+        block = read_journal(path, JOURNAL_WIDTH, first, _READ_RECORDS)
+        if not len(block):
+            return
+        yield block
+        first += len(block)
+
+
+def split_journal(journal: "Journal | Path"):
+    """(cycles (n, 13), fills (k, 7)) from a journal: the cycle records without their kind, and
+    the fill records (FILL_COLUMNS) up to the last whole cycle (a fill written without its
+    cycle, by a write cut short, is left out)."""
+    cycles, fills = [], []
+    for block in _records(journal):
+        kind = block[:, 0]
+        cycles.append(block[kind == KIND_CYCLE, 1:])
+        fills.append(block[kind == KIND_FILL, 1 : 1 + len(FILL_COLUMNS)])
+    cycles = np.concatenate(cycles) if cycles else np.empty((0, JOURNAL_WIDTH - 1))
+    fills = np.concatenate(fills) if fills else np.empty((0, len(FILL_COLUMNS)))
+    last_ts = cycles[-1, 0] if len(cycles) else -np.inf
+    return cycles, fills[fills[:, 0] <= last_ts]
 
 
 class PairRecorder:
-    """One pair's paper run as it goes: equity and market rows per cycle, fills as they happen.
+    """One pair's paper run as it goes: a record per cycle (market and equity rows) and per fill.
 
-    folder None: everything stays in memory (tests, short runs). folder given: the market rows
-    are streamed to folder/market.parquet and the equity and fill rows to temporary Parquet
-    files beside it, read back (and deleted) by outcome(); memory stays flat however long the run.
+    folder given: the records are appended to a journal in that folder, each cycle's in one
+    write (see Journal), so that every cycle completed before the process stopped, however it
+    stopped, can be read back (`recover_pair`); memory stays flat however long the run.
+    outcome() writes folder/market.parquet and reads the frames back; discard_journals(folder)
+    removes the journal once the run's files are written. folder None: all in memory.
     """
 
     def __init__(self, pair: str, folder: Optional[Path] = None):
         self.pair = pair
         self.folder = None if folder is None else Path(folder)
-        spill = (lambda name: None) if folder is None else (lambda name: self.folder / name)
-        self._fills = Rows(FILL_COLUMNS, spill(".fills.part.parquet"))
-        self._equity = Rows(tuple(EQUITY_SCHEMA), spill(".equity.part.parquet"))
-        self._market = Rows(tuple(MARKET_SCHEMA), spill("market.parquet"))
+        self._journal = Journal(None if folder is None else self.folder / JOURNAL, JOURNAL_WIDTH)
+        self._pending = bytearray()  # this cycle's fill records, written with the cycle's record
         self._hash = hashlib.sha256()
-
-    @property
-    def fills(self) -> int:
-        """Fills recorded so far."""
-        return len(self._fills)
-
-    @property
-    def cycles(self) -> int:
-        """Cycles recorded so far."""
-        return len(self._equity)
+        self._market_written = folder is None
+        self.fills = 0  # fills recorded so far
+        self.cycles = 0  # cycles recorded so far
 
     def fill(self, ts_ms: int, side: float, price: float, amount: float, fee: float, base: float, quote: float) -> None:
-        """One fill (FILL_COLUMNS: side +1 buy / -1 sell, base and quote balances after it)."""
-        self._fills.append((ts_ms, side, price, amount, fee, base, quote))
+        """One fill (FILL_COLUMNS: side +1 buy / -1 sell, base and quote balances after it), on
+        record with its cycle."""
+        self._pending += _RECORD.pack(KIND_FILL, ts_ms, side, price, amount, fee, base, quote, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        self.fills += 1
 
     def cycle(self, equity_row: Sequence[float], market_row: Sequence[float]) -> None:
-        """One finished cycle: its equity row (EQUITY_SCHEMA order) and market row (ROW_FIELDS order)."""
-        self._equity.append(equity_row)
-        row = np.array(market_row, dtype=np.float64)
-        self._market.append(row)
-        self._hash.update(row.tobytes())
+        """One finished cycle: its equity row (EQUITY_SCHEMA order) and market row (ROW_FIELDS
+        order, the same ts_ms); it is on record, with its fills, once this returns."""
+        rec = _RECORD.pack(KIND_CYCLE, *market_row, *equity_row[1:])
+        self._hash.update(rec[8 : 8 + 8 * len(MARKET_SCHEMA)])  # the market row as float64: fingerprint_rows
+        if self._pending:
+            self._pending += rec
+            self._journal.append(bytes(self._pending))
+            self._pending.clear()
+        else:
+            self._journal.append(rec)
+        self.cycles += 1
 
     def close(self) -> None:
-        """Finish the files the rows are streamed to (idempotent)."""
-        for rows in (self._market, self._equity, self._fills):
-            rows.close()
+        """Close the journal and, if not done yet, write market.parquet from it; never raises
+        (it runs on the way out of a failed run too: a failure is logged, the journal stays)."""
+        self._journal.close()
+        if not self._market_written:
+            try:
+                self._write_market()
+            except Exception as exc:
+                log.error("%s: market.parquet not written (%s); the rows stay in %s", self.folder, exc, JOURNAL)
+
+    def _write_market(self) -> None:
+        write_market_parquet(self.folder, self.cycles)
+        self._market_written = True
 
     def outcome(self, status: str, errors: int) -> PairOutcome:
-        """The run's frames (spilled rows read back, their temporary files deleted)."""
-        equity = self._equity.frame(EQUITY_SCHEMA)
-        f = self._fills.frame({c: pl.Float64 for c in FILL_COLUMNS})
-        fills = fills_frame(*(f[c].to_numpy() for c in FILL_COLUMNS))
-        self._market.close()
-        market = None if self._market.path is not None else self._market.frame(MARKET_SCHEMA)
-        for rows in (self._equity, self._fills):
-            if rows.path is not None:
-                rows.path.unlink(missing_ok=True)
-        return PairOutcome(
-            pair=self.pair,
-            status=status,
-            equity=equity,
-            fills=fills,
-            market=market,
-            errors=errors,
-            fingerprint=self._hash.hexdigest(),
-        )
+        """The run's frames (and market.parquet, when recording to a folder). Raises OutputError."""
+        self._journal.close()
+        if not self._market_written:
+            self._write_market()
+        cycles, fills = split_journal(self._journal)
+        return _outcome(self.pair, status, errors, cycles, fills, self._hash.hexdigest(), in_memory=self.folder is None)
+
+
+def _outcome(pair: str, status: str, errors: int, cycles: np.ndarray, fills: np.ndarray, fingerprint: str,
+             in_memory: bool) -> PairOutcome:
+    """An outcome from a journal's cycles (n, 13) and fills (k, 7) (see split_journal)."""
+    equity = frame(
+        {
+            "ts_ms": cycles[:, 0],
+            "mid": cycles[:, 7],
+            "bid_quoted": cycles[:, 8],
+            "ask_quoted": cycles[:, 9],
+            "base": cycles[:, 10],
+            "quote": cycles[:, 11],
+            "equity": cycles[:, 12],
+        },
+        EQUITY_SCHEMA,
+    )
+    market = None
+    if in_memory:
+        market = frame({c: cycles[:, i] for i, c in enumerate(MARKET_SCHEMA)}, MARKET_SCHEMA)
+    return PairOutcome(
+        pair=pair,
+        status=status,
+        equity=equity,
+        fills=fills_frame(*(fills[:, i] for i in range(len(FILL_COLUMNS)))),
+        market=market,
+        errors=errors,
+        fingerprint=fingerprint,
+    )
+
+
+def write_market_parquet(folder: Path, cycles: Optional[int] = None) -> Path:
+    """folder/market.parquet from the folder's journal (its first `cycles` whole cycles, all when
+    None), a row group per 4096 rows, written to a temporary name then renamed; memory stays
+    bounded. NaN is written as null, as record.frame does. Raises OutputError."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    journal = Path(folder) / JOURNAL
+    schema = pa.schema([(c, pa.int64() if c == "ts_ms" else pa.float64()) for c in MARKET_SCHEMA])
+
+    def groups():
+        held, n, left = [], 0, cycles
+        for block in _records(journal):
+            rows = block[block[:, 0] == KIND_CYCLE, _MARKET]
+            if left is not None:
+                rows = rows[:left]
+                left -= len(rows)
+            held.append(rows)
+            n += len(rows)
+            while n >= _PARQUET_ROWS:
+                allrows = np.concatenate(held)
+                yield allrows[:_PARQUET_ROWS]
+                held, n = [allrows[_PARQUET_ROWS:]], n - _PARQUET_ROWS
+            if left is not None and left <= 0:
+                break
+        if n:
+            yield np.concatenate(held)
+
+    def write(tmp: Path) -> None:
+        # no dictionary encoding: float market data rarely repeats, and its buffers cost memory
+        with pq.ParquetWriter(tmp, schema, write_statistics=False, use_dictionary=False) as writer:
+            for rows in groups():
+                cols = [pa.array(rows[:, 0].astype(np.int64))]
+                cols += [pa.array(rows[:, i], from_pandas=True) for i in range(1, len(MARKET_SCHEMA))]
+                writer.write_table(pa.Table.from_arrays(cols, schema=schema))
+
+    path = Path(folder) / "market.parquet"
+    replace_atomically(path, write)
+    return path
+
+
+def discard_journals(folder: Path) -> None:
+    """Remove a pair folder's journal (once its run files are written from it)."""
+    (Path(folder) / JOURNAL).unlink(missing_ok=True)
+
+
+def has_journal(folder: Path) -> bool:
+    """True if a paper run recorded into folder and did not finish writing its files."""
+    return (Path(folder) / JOURNAL).is_file()
+
+
+def recover_pair(pair: str, folder: Path) -> PairOutcome:
+    """The outcome of a paper run that was stopped without finishing (SIGKILL, power loss, a full
+    disk), from what it left in `folder`: every whole cycle record and its fills, events.csv cut
+    back to its last whole line. Writes market.parquet; status 'interrupted'.
+    Raises OutputError, and DataError when the folder holds no journal."""
+    folder = Path(folder)
+    if not has_journal(folder):
+        raise DataError(f"{folder}: no paper-run journal ({JOURNAL}) to recover from")
+    cycles, fills = split_journal(folder / JOURNAL)
+    errors = 0
+    events = folder / "events.csv"
+    if events.is_file():
+        cut_to_whole_lines(events)
+        with open(events, "rb") as f:
+            errors = sum(chunk.count(b",ERROR,") for chunk in iter(lambda: f.read(1 << 20), b""))
+    write_market_parquet(folder, len(cycles))
+    digest = hashlib.sha256(np.ascontiguousarray(cycles[:, : len(MARKET_SCHEMA)]).tobytes()).hexdigest()
+    return _outcome(pair, "interrupted", errors, cycles, fills, digest, in_memory=False)
 
 
 def bulk_outcome(pair: str, ts: np.ndarray, mid: np.ndarray, quoted: np.ndarray, fills: np.ndarray,

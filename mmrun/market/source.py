@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any, Dict, Optional, Protocol, Tuple
 import numpy as np
 
 from mmrun.errors import ConfigError, DataError
+
+log = logging.getLogger("mmrun")
 
 # (ts_ms, bid, ask, last, low, high, volume): see mmrun.market.ROW_FIELDS
 Row = Tuple[int, float, float, float, float, float, float]
@@ -172,8 +175,21 @@ def file_market(cfg: Any, pair: str) -> BacktestMarket:
         from mmrun.market.download import download
 
         path = str(download(cfg, pair))
+    else:
+        recover_market_file(path)
     rows = load_rows(path, repair=cfg.data.repair)
     return BacktestMarket(rows, _file_tick(cfg, pair, path), _file_rules(path))
+
+
+def recover_market_file(path: str) -> None:
+    """A killed paper run's market.parquet (never written: the run did not reach its end) is
+    written from the run's journal beside it, up to its last complete cycle, so it replays."""
+    from mmrun.recorder import has_journal, write_market_parquet
+
+    p = Path(path)
+    if p.name == "market.parquet" and not p.exists() and has_journal(p.parent):
+        log.warning("%s: the paper run there did not finish: market.parquet written from its journal", p.parent)
+        write_market_parquet(p.parent)
 
 
 def _file_tick(cfg: Any, pair: str, path: str) -> float:
