@@ -128,9 +128,10 @@ def _cycle(p, s, quotes, bid, ask, last, low, high, volume, fills, start, drops,
         side = quotes[slot, Q_SIDE]
         price = quotes[slot, Q_PRICE]
         wanted = quotes[slot, Q_AMOUNT]
-        pair_bid = quotes[slot - slot % 2, Q_PRICE]
-        pair_ask = quotes[slot - slot % 2 + 1, Q_PRICE]
-        thin = min_profit > 0.0 and not (pair_ask * (1.0 - fee_rate) - pair_bid * (1.0 + fee_rate) >= min_profit)
+        pair = slot - slot % 2  # the level's bid row; its ask is the next
+        thin = min_profit > 0.0 and not (
+            quotes[pair + 1, Q_PRICE] * (1.0 - fee_rate) - quotes[pair, Q_PRICE] * (1.0 + fee_rate) >= min_profit
+        )
         amount = grid_floor(wanted, lot_units, lot_scale)
         is_buy = side > 0.0
         need = price * amount + price * amount * fee_rate
