@@ -63,6 +63,7 @@ class IntervalsConfig:
 class FillsConfig:
     model: str = "touch"  # touch | instant
     participation: Optional[float] = None  # max fraction of interval volume per fill
+    latency_ms: float = 0.0  # order-entry latency: a quote placed at t rests (can fill) from t + latency_ms
 
 
 @dataclass
@@ -79,12 +80,17 @@ class RunConfig:
 
 @dataclass
 class DataConfig:
-    path: Optional[str] = None  # CSV/Parquet candles, or a paper run's market.parquet
+    path: Optional[str] = None  # candles, trades or a paper run's market.parquet (mmrun.market.formats)
+    quotes: Optional[str] = None  # top-of-book file for a trades data.path (Tardis quotes, Binance bookTicker, ...)
+    kind: str = "candles"  # what a backtest downloads through ccxt: candles | trades
     timeframe: str = "1m"  # candle size for downloads (a ccxt timeframe)
-    since: Optional[str] = None  # download start, ISO-8601 date or instant (UTC)
-    until: Optional[str] = None  # download end (exclusive), ISO-8601; null = now
-    cache_dir: Optional[str] = None  # downloaded-candle cache; null = ~/.cache/mmrun
+    since: Optional[str] = None  # download start / file slice start, ISO-8601 date or instant (UTC)
+    until: Optional[str] = None  # download end / file slice end (exclusive), ISO-8601; null = now / the file's end
+    cache_dir: Optional[str] = None  # downloaded-data cache; null = ~/.cache/mmrun
     repair: List[str] = field(default_factory=list)  # fixes applied instead of failing: sort, dedupe
+    max_gap_s: Optional[float] = None  # a longer hole in the data pulls the quotes, seconds; null = 3 x the usual spacing
+    tick: Optional[float] = None  # price grid of a data file, quote currency; null = from the data or market.json
+    lot: Optional[float] = None  # amount grid of a data file, base units; null = from the data or market.json
 
 
 @dataclass
@@ -135,6 +141,7 @@ MODES = ("paper", "backtest")
 FILL_MODELS = ("touch", "instant")  # mmrun.engine.FILL_MODELS
 SIZINGS = ("fraction",)
 DATA_REPAIRS = ("sort", "dedupe")  # mmrun.market.history.REPAIRS
+DATA_KINDS = ("candles", "trades")
 _SYMBOL = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 _PAIR_RE = re.compile(rf"^({_SYMBOL})/({_SYMBOL})(?::({_SYMBOL}))?$")
 
@@ -260,7 +267,7 @@ def validate(cfg: Any) -> List[PairSpec]:
         _check("exchange.sim.sweep_bps", sim.sweep_bps, sim.sweep_bps >= 0, ">= 0")
         _check("exchange.sim.trade_notional", sim.trade_notional, sim.trade_notional > 0, "> 0")
         _check("exchange.sim.spread_ticks", sim.spread_ticks, sim.spread_ticks >= 1, ">= 1")
-        for spec in specs:
+        for spec in specs if not data_file_backtest(cfg) else ():  # a data file: any BASE/QUOTE
             base, quote = parse_pair(spec.pair)
             if base not in sim.prices or quote not in sim.quotes:
                 listed = ", ".join(f"{b}/{q}" for b in sim.prices for q in sim.quotes[:1])
@@ -290,6 +297,7 @@ def validate(cfg: Any) -> List[PairSpec]:
                 )
     for i, fix in enumerate(cfg.data.repair or ()):
         _one_of(f"data.repair[{i}]", fix, DATA_REPAIRS)
+    check_data(cfg)
     if cfg.mode == "backtest" and cfg.data.path is None and ex.id != "sim" and cfg.data.since is None:
         raise ConfigError(
             f"mode=backtest on exchange={ex.id} needs data.path=FILE (CSV or Parquet candles), or "
@@ -300,6 +308,33 @@ def validate(cfg: Any) -> List[PairSpec]:
 
     check_mode(cfg)
     return specs
+
+
+def data_file_backtest(cfg: Any) -> bool:
+    """A backtest on a data file (data.path): the market is the file's, not an exchange listing."""
+    return cfg.mode == "backtest" and cfg.data.path is not None
+
+
+def check_data(cfg: Any) -> None:
+    """The data.* keys and fills.latency_ms. Raises ConfigError."""
+    d = cfg.data
+    _one_of("data.kind", d.kind, DATA_KINDS)
+    if d.max_gap_s is not None:
+        _check("data.max_gap_s", d.max_gap_s, math.isfinite(d.max_gap_s) and d.max_gap_s > 0,
+               "> 0 seconds, or null (three times the data's usual spacing)")
+    for key in ("tick", "lot"):
+        v = d.get(key) if hasattr(d, "get") else getattr(d, key)
+        if v is not None:
+            _check(f"data.{key}", v, math.isfinite(v) and v > 0, "> 0, or null (from the data)")
+    lat = cfg.fills.get("latency_ms", 0.0) if hasattr(cfg.fills, "get") else cfg.fills.latency_ms
+    cycle_ms = cfg.intervals.quote_s * 1000.0
+    _check("fills.latency_ms", lat, math.isfinite(lat) and 0 <= lat < cycle_ms,
+           f"0 <= latency_ms < the quote cycle ({cycle_ms:g} ms, intervals.quote_s): a quote must rest before it is replaced")
+    if d.quotes is not None and d.path is None:
+        raise ConfigError(f"data.quotes={d.quotes} needs data.path=TRADES_FILE: the quotes give the book to a trades file")
+    if (cfg.mode == "backtest" and d.path is None and d.kind == "trades" and cfg.exchange.id == "sim"):
+        raise ConfigError("data.kind=trades downloads public trades from a real exchange: pick one (exchange=binance ...) "
+                          "with data.since=DATE, or give data.path=TRADES_FILE")
 
 
 def check_strategy(st: Any) -> None:

@@ -137,12 +137,12 @@ BAD = [
      "(2026-01-01T00:01:00.000Z); the rows must be in time order: sort the file or pass data.repair=[sort]"),
     ([GOOD[0], GOOD[1], GOOD[1]], "row 3 (line 4): timestamp 2026-01-01T00:01:00.000Z repeats the row before; "
      "each timestamp may appear once: pass data.repair=[dedupe] to keep the last of each"),
-    ([GOOD[0], "tomorrow,101,103,100,102,6"], "row 2 (line 3): timestamp 'tomorrow' is not milliseconds since the epoch like the rows before"),
+    ([GOOD[0], "tomorrow,101,103,100,102,6"], "row 2 (line 3): timestamp 'tomorrow' is not an epoch time (a whole number) like the rows before"),
     (["2026-01-01T00:00:00Z,100,102,99,101,5", "tomorrow,101,103,100,102,6"],
-     "row 2 (line 3): timestamp 'tomorrow' is neither milliseconds since the epoch nor ISO-8601"),
+     "row 2 (line 3): timestamp 'tomorrow' is neither an epoch time nor ISO-8601"),
     ([GOOD[0], f",101,103,100,102,6"], "row 2 (line 3): timestamp is empty"),
-    (["1767225600,100,102,99,101,5", "1767225660,101,103,100,102,6"],
-     "timestamp values look like seconds since the epoch (1767225600 = 2026-01-01); give milliseconds"),
+    (["1767225600,100,102,99,101,5", "1767225660000,101,103,100,102,6"],
+     "row 2 (line 3): timestamp 1767225660000 is in ms but the rows before are in s since the epoch"),
     ([GOOD[0]], "only 1 candle: a backtest needs at least 2"),
     ([GOOD[0], GOOD[1] + ",9"], "row 2 (line 3): 7 fields, the header has 6"),
 ]
@@ -158,7 +158,7 @@ def test_each_bad_csv_gives_one_line_naming_row_and_problem(tmp_path, lines, wan
     [
         ("", "empty file"),
         (HEADER, "no data rows (only a header)"),
-        ("time,open,high,low,close\n1,1,1,1,1\n", "missing columns timestamp, volume: a candle file needs timestamp, open, high, low, close, volume"),
+        ("when,open,high,low,close\n1,1,1,1,1\n", "missing columns timestamp, volume: a candle file needs a time column (timestamp/time/datetime/date/open_time, ...), open, high, low, close, volume"),
         ("timestamp,open,high,low,close,volume,bid\n" + GOOD[0] + ",100\n", "has only one of bid, ask"),
         ("timestamp,open,high,low,close,volume,Close\n" + GOOD[0] + ",1\n", "columns 'close' and 'Close' are the same name"),
     ],

@@ -404,8 +404,10 @@ class _Source:
         self.ids_at_cursor: set = set()
         self.last: Optional[float] = None
 
-    async def snapshot(self, now_ms: int, wall_ms: int, max_age_s: float) -> Tuple[float, float, float, float, float, float]:
-        """(bid, ask, last, low, high, volume) with trades since the previous snapshot."""
+    async def snapshot(self, now_ms: int, wall_ms: int, max_age_s: float,
+                       rest_from_ms: Optional[int] = None) -> Tuple[float, float, float, float, float, float]:
+        """(bid, ask, last, low, high, volume) with trades since the previous snapshot; with
+        rest_from_ms (fills.latency_ms > 0), low/high/volume count only trades from that time."""
         c = self.client
         if self.rules is None:
             await c.load_markets()
@@ -438,6 +440,10 @@ class _Source:
         if first or not new:
             # the first snapshot has no "previous" one: its trades are history, not the interval's
             return bid, ask, last, math.nan, math.nan, 0.0
+        if rest_from_ms is not None:
+            new = [t for t in new if t[0] >= rest_from_ms]  # before it, the quotes were not resting yet
+            if not new:
+                return bid, ask, last, math.nan, math.nan, 0.0
         prices = [t[2] for t in new]
         return bid, ask, last, min(prices), max(prices), float(sum(t[3] for t in new))
 
@@ -508,6 +514,7 @@ class CcxtFeed:
         self.source = ""
         self._last_ts = -1
         self.rules: Optional[MarketRules] = None
+        self.latency_ms = 0.0  # fills.latency_ms: quotes placed at a row rest from its time + this
 
     @property
     def tick(self) -> float:
@@ -524,7 +531,9 @@ class CcxtFeed:
         failures: List[Exception] = []
         for i, src in enumerate(self.sources):
             try:
-                bid, ask, last, low, high, volume = await src.snapshot(now_ms, self.wall_ms(), self.max_age_s)
+                rest_from = (self._last_ts + int(round(self.latency_ms))
+                             if self.latency_ms > 0 and self._last_ts >= 0 else None)
+                bid, ask, last, low, high, volume = await src.snapshot(now_ms, self.wall_ms(), self.max_age_s, rest_from)
             except (TemporaryError, ExchangeUnavailable) as e:
                 failures.append(e)
                 if i + 1 < len(self.sources):
@@ -635,4 +644,69 @@ def _check_candles(result: Any) -> List[List[float]]:
         if not isinstance(c, (list, tuple)) or len(c) < 6 or any(v is None for v in c[:6]):
             raise BadMarketData(f"candles: malformed candle {c!r:.120}")
         out.append([int(c[0])] + [float(v) for v in c[1:6]])
+    return out
+
+
+# ---------------------------------------------------------------- trades downloads
+
+
+def _check_trade_page(result: Any) -> List[Tuple[int, str, float, float, int]]:
+    """A page of ccxt trades -> [(ts_ms, id, price, amount, side)] in time order; side +1 buy, -1 sell
+    (the taker's side), 0 unknown. A malformed trade -> BadMarketData (retried)."""
+    if not isinstance(result, list):
+        raise BadMarketData("trades: malformed response (not a list)")
+    out = []
+    for t in result:
+        ts = t.get("timestamp") if isinstance(t, dict) else None
+        price = _positive(t.get("price")) if isinstance(t, dict) else None
+        amount = _positive(t.get("amount")) if isinstance(t, dict) else None
+        if ts is None or price is None or amount is None:
+            raise BadMarketData(f"trades: malformed trade {t!r:.120}")
+        side = {"buy": 1, "sell": -1}.get(t.get("side"), 0)
+        out.append((int(ts), str(t.get("id")), price, amount, side))
+    out.sort(key=lambda x: x[0])
+    return out
+
+
+async def fetch_trades_range(client: ExchangeClient, pair: str, since_ms: int, until_ms: int, page_limit: int = 1000,
+                             window_ms: int = 3_600_000, on_page=None) -> List[Tuple[int, str, float, float, int]]:
+    """Public trades (ts_ms, id, price, amount, side) with since_ms <= ts < until_ms, page by page.
+
+    Paged by time: each page is one retried fetch_trades(since=cursor) call; the next starts at
+    the last trade's time, and trades already received at that millisecond are recognised by
+    id. A page with nothing new moves the cursor on by window_ms (exchanges such as Binance
+    answer a time query with at most an hour of trades), or by 1 ms when a whole page shares
+    one millisecond (more than page_limit trades in it: the rest of that millisecond is lost,
+    and logged). Bounded: every page advances the cursor or adds trades.
+    """
+    await client.load_markets()
+    client.rules(pair)
+    windowed = client.id == "binance"  # answers a time query with [startTime, endTime], at most an hour
+    out: List[Tuple[int, str, float, float, int]] = []
+    cursor = since_ms
+    seen: set = set()  # ids already taken at the cursor's millisecond
+    while cursor < until_ms:
+        req = cursor
+        end = min(until_ms, req + window_ms) if windowed else until_ms
+        page = await client.call(f"{client.name} {pair} trades from {req}", "fetch_trades", pair, req, page_limit,
+                                 {"endTime": end - 1} if windowed else {}, check=_check_trade_page)
+        page = [t for t in page if req <= t[0] < until_ms]
+        new = [t for t in page if not (t[0] == req and t[1] in seen)]
+        out.extend(new)
+        if on_page is not None and new:
+            on_page(len(new))
+        if len(page) >= page_limit:
+            last = page[-1][0]
+            if last > req:
+                cursor, seen = last, {t[1] for t in page if t[0] == last}
+            elif new:
+                seen.update(t[1] for t in new)
+            else:
+                log.warning("%s %s: more than %d trades at %d ms; the rest of that millisecond is skipped",
+                            client.name, pair, page_limit, req)
+                cursor, seen = req + 1, set()
+        elif windowed:
+            cursor, seen = end, set()  # the window holds nothing more
+        else:
+            break  # a short page: no more trades yet
     return out

@@ -151,3 +151,109 @@ async def _fetch(ex_cfg: Any, pair: str, timeframe: str, gaps: List[Tuple[int, i
         if bar is not None:
             bar.close()
         await client.close()
+
+
+# ---------------------------------------------------------------- trades
+
+TRADE_SCHEMA = {
+    "timestamp": pl.Int64,  # ms since the epoch
+    "id": pl.String,  # the exchange's trade id
+    "price": pl.Float64,
+    "amount": pl.Float64,  # base units
+    "side": pl.Int8,  # +1 buyer-initiated, -1 seller-initiated, 0 unknown
+}
+
+
+def trades_cache_file(cache_dir: Optional[str], exchange_id: str, pair: str) -> Path:
+    """Where the public trades of exchange/pair are cached (with trades.json: the range covered)."""
+    return cache_root(cache_dir) / safe_name(exchange_id) / safe_name(pair) / "trades.parquet"
+
+
+def download_trades(cfg: Any, pair: str, *, sleep=None, now_ms: Optional[Callable[[], int]] = None) -> Path:
+    """Public trades of `pair` on cfg.exchange for [data.since, data.until) as a Parquet file, via the cache.
+
+    The cache keeps every trade fetched and, beside it (trades.json), the one time range
+    [since, until) it covers completely; a later run fetches only what lies outside it (before,
+    or after: the range stays one piece). Returns a file with exactly the asked range (columns
+    TRADE_SCHEMA), read by mmrun.market.history like any trades file. Raises ConfigError (bad
+    dates, empty range) or DataError (nothing cached and the exchange unreachable).
+    """
+    import json
+
+    data, ex = cfg.data, cfg.exchange
+    if data.since is None:
+        raise ConfigError("data.since is required to download trades: e.g. data.since=2026-10-01T00:00:00Z")
+    since = parse_instant_ms(data.since, "data.since")
+    now = (now_ms or (lambda: int(time.time() * 1000)))()
+    until = min(parse_instant_ms(data.until, "data.until") if data.until is not None else now, now)
+    if until <= since:
+        raise ConfigError(f"data.since={data.since} .. data.until={data.until}: empty range of trades "
+                          "(until must be later than since, and not in the future)")
+    path = trades_cache_file(data.cache_dir, ex.id, pair)
+    meta_path = path.with_suffix(".json")
+    cached = pl.DataFrame(schema=TRADE_SCHEMA)
+    covered: Optional[Tuple[int, int]] = None
+    if path.is_file() and meta_path.is_file():
+        try:
+            cached = pl.read_parquet(path).select([pl.col(c).cast(t) for c, t in TRADE_SCHEMA.items()])
+            meta = json.loads(meta_path.read_text())
+            covered = (int(meta["since"]), int(meta["until"]))
+        except Exception as exc:  # a damaged cache is rebuilt, not trusted
+            log.warning("trades cache %s unreadable (%s): downloading again", path, exc)
+            cached, covered = pl.DataFrame(schema=TRADE_SCHEMA), None
+    if covered is None:
+        todo = [(since, until)]
+    else:
+        a, b = covered
+        todo = [r for r in ((since, a), (b, until)) if r[0] < r[1]]
+        if since > b:  # keep the covered range one piece
+            todo = [(b, until)]
+        if until < a:
+            todo = [(since, a)] + [r for r in todo if r[0] >= b]
+    if todo:
+        try:
+            fresh = asyncio.run(_fetch_trades(ex, pair, todo, sleep))
+        except (ExchangeUnavailable, TemporaryError) as e:
+            have = cached.filter((pl.col("timestamp") >= since) & (pl.col("timestamp") < until))
+            if have.height == 0:
+                raise DataError(f"no cached trades for {ex.id} {pair} in {path}, and the exchange cannot be reached "
+                                f"({e}); connect once, or use data.path=FILE") from e
+            log.warning("%s %s: cannot top up the trades cache (%s); using the %d cached trades", ex.id, pair, e,
+                        have.height)
+            fresh = None
+        if fresh is not None:
+            new = pl.DataFrame(fresh, schema=list(TRADE_SCHEMA), orient="row").cast(TRADE_SCHEMA)
+            cached = pl.concat([cached, new]).unique(["timestamp", "id"], keep="last").sort(["timestamp", "id"],
+                                                                                             maintain_order=True)
+            lo = min([since] + ([covered[0]] if covered else []))
+            hi = max([until] + ([covered[1]] if covered else []))
+            _write_atomic(cached, path)
+            tmp = meta_path.with_name(meta_path.name + f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"since": lo, "until": hi}))
+            os.replace(tmp, meta_path)
+            log.info("%s %s: %d trades downloaded, %d cached in %s", ex.id, pair, len(fresh), cached.height, path)
+    else:
+        log.info("%s %s: all trades from the cache %s", ex.id, pair, path)
+    part = cached.filter((pl.col("timestamp") >= since) & (pl.col("timestamp") < until))
+    if part.height == 0:
+        raise DataError(f"{ex.id} {pair}: no trades between {data.since} and {data.until or 'now'}")
+    out = path.with_name(f"trades_{since}_{until}.parquet")
+    _write_atomic(part, out)
+    return out
+
+
+async def _fetch_trades(ex_cfg: Any, pair: str, ranges: List[Tuple[int, int]], sleep) -> List[tuple]:
+    from mmrun import progress
+    from mmrun.market.ccxt_feed import ExchangeClient, fetch_trades_range
+
+    bar = progress.bar(None, f"download {ex_cfg.id} {pair} trades", unit="trades")  # total unknown
+    client = ExchangeClient.from_config(ex_cfg, sleep=sleep)
+    try:
+        out: List[tuple] = []
+        for start, end in ranges:
+            out.extend(await fetch_trades_range(client, pair, start, end, on_page=bar and bar.update))
+        return out
+    finally:
+        if bar is not None:
+            bar.close()
+        await client.close()

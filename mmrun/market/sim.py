@@ -44,8 +44,12 @@ def tick_for(price: float) -> float:
 class SimMarket:
     """Rows (see mmrun.market.ROW_FIELDS) of one pair's synthetic market on a fixed time grid."""
 
-    def __init__(self, pair: str, sim_cfg, step_s: float, seed: int):
+    def __init__(self, pair: str, sim_cfg, step_s: float, seed: int, latency_ms: float = 0.0):
+        """latency_ms (fills.latency_ms): a row's low, high and volume count only the trades from
+        latency_ms after the previous row, when the quotes made there start to rest (the market
+        itself, and `last`, are unchanged)."""
         base = pair.split("/")[0]
+        self.latency_s = float(latency_ms) / 1000.0
         self.pair = pair
         self.price0 = float(sim_cfg.prices.get(base, sim_cfg.default_price))
         self.tick = tick_for(self.price0)
@@ -113,9 +117,10 @@ class SimMarket:
             high = np.full(n, np.nan)
             volume = np.zeros(n)
             local = trade_row - first
-            np.fmin.at(low, local, price)
-            np.fmax.at(high, local, price)
-            np.add.at(volume, local, size)
+            rests = offsets * dt_s >= self.latency_s  # the trade came after the quotes started to rest
+            np.fmin.at(low, local[rests], price[rests])
+            np.fmax.at(high, local[rests], price[rests])
+            np.add.at(volume, local[rests], size[rests])
             last_px = np.full(n, np.nan)
             if k:
                 ends = np.cumsum(counts) - 1

@@ -1,0 +1,481 @@
+"""Market data files as people export them: which format a file is, and its columns under one set of names.
+
+Readers are Polars' own (CSV, Parquet, Feather/IPC, JSON); this module only recognises what a
+file holds and names its columns:
+
+- candles: timestamp, open, high, low, close, volume (bid, ask optional): Yahoo
+  (`Datetime,Open,High,Low,Close,Adj Close,Volume`), Binance public-data klines (12 columns,
+  with or without a header), freqtrade data files (`.json` lists of `[ms, o, h, l, c, v]`,
+  `.feather`/`.parquet` with a `date` column), ccxt OHLCV, any CSV with those names;
+- trades: ts, price, amount (side optional: +1 buyer-initiated, -1 seller-initiated): Tardis.dev
+  `trades`, Binance `trades` and `aggTrades` (with or without a header), plain
+  `timestamp, price, amount[, side]`;
+- quotes (top of book): ts, bid, ask: Tardis.dev `quotes`, Binance `bookTicker`, plain
+  `timestamp, bid, ask[, bid_amount, ask_amount]`;
+- market: a paper run's market.parquet (ts_ms, bid, ask, last, low, high, volume).
+
+CSV: `,` `;` tab or `|` separated (detected from the first line), a header or none (a first
+field that is a number means none), a UTF-8 BOM, CRLF line ends and trailing blank lines are
+fine; `.gz` and `.zip` (one member) are read directly. Epoch timestamps in s, ms, µs or ns are
+told apart by their size, per file (see `epoch_unit`).
+
+Bounded memory on any file: before Polars reads a text file, the file is scanned in 1 MB blocks
+for NUL bytes and for a line longer than MAX_LINE_BYTES (a binary or hostile file is refused
+with one line naming where), and a compressed file is unpacked block by block to a temporary
+file, so neither reading nor an error message ever holds more than a block of a bad file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import polars as pl
+
+from mmrun.errors import DataError
+
+MAX_LINE_BYTES = 1 << 20  # a table line longer than this is not market data
+BLOCK = 1 << 20
+HEAD_BYTES = 1 << 16
+MAX_JSON_BYTES = 1 << 30  # a JSON file is parsed whole: larger ones are refused
+
+# Accepted names (compared after strip, lower case, spaces and '-' as '_'), best first.
+TIME_NAMES = ("timestamp", "time", "datetime", "date", "open_time", "transact_time", "transaction_time",
+              "event_time", "ts")
+ALIASES: Dict[str, Tuple[str, ...]] = {
+    "open": ("open",),
+    "high": ("high",),
+    "low": ("low",),
+    "close": ("close",),
+    "volume": ("volume", "vol"),
+    "price": ("price",),
+    "amount": ("amount", "qty", "quantity", "size", "base_volume"),
+    "side": ("side",),
+    "buyer_maker": ("is_buyer_maker", "isbuyermaker", "buyer_maker"),
+    "bid": ("bid", "bid_price", "best_bid_price", "bidprice", "best_bid"),
+    "ask": ("ask", "ask_price", "best_ask_price", "askprice", "best_ask"),
+}
+CANDLE_NEEDS = ("open", "high", "low", "close", "volume")
+
+# Headerless layouts: (kind, column names, which columns hold true/false), by column count.
+BINANCE_KLINES = ("open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
+                  "taker_buy_volume", "taker_buy_quote_volume", "ignore")
+HEADERLESS = [
+    ("candles", "Binance klines", BINANCE_KLINES, ()),
+    ("candles", "OHLCV", ("timestamp", "open", "high", "low", "close", "volume"), ()),
+    ("trades", "Binance trades", ("id", "price", "qty", "quote_qty", "time", "is_buyer_maker", "is_best_match"), (5, 6)),
+    ("trades", "Binance futures trades", ("id", "price", "qty", "quote_qty", "time", "is_buyer_maker"), (5,)),
+    ("trades", "Binance aggTrades", ("agg_trade_id", "price", "qty", "first_trade_id", "last_trade_id", "transact_time",
+                                     "is_buyer_maker", "is_best_match"), (6, 7)),
+    ("trades", "Binance futures aggTrades", ("agg_trade_id", "price", "qty", "first_trade_id", "last_trade_id",
+                                             "transact_time", "is_buyer_maker"), (6,)),
+    ("quotes", "Binance bookTicker", ("update_id", "best_bid_price", "best_bid_qty", "best_ask_price", "best_ask_qty",
+                                      "transaction_time", "event_time"), ()),
+    ("quotes", "quotes", ("timestamp", "bid", "ask"), ()),
+    ("quotes", "quotes", ("timestamp", "bid", "ask", "bid_amount", "ask_amount"), ()),
+]
+
+ACCEPTED = {
+    "candles": "a time column (" + "/".join(TIME_NAMES[:5]) + ", ...), open, high, low, close, volume (bid, ask optional)",
+    "trades": "a time column, price, amount (or qty/quantity/size), side or is_buyer_maker optional",
+    "quotes": "a time column, bid, ask (or bid_price/ask_price, best_bid_price/best_ask_price)",
+    "market": "ts_ms, bid, ask, last, low, high, volume (a paper run's market.parquet)",
+}
+
+# Epoch integers: the unit of a value by its size (dates 1973..5138 in each unit).
+_UNIT_BANDS = ((1e11, "s", 1_000_000), (1e14, "ms", 1_000), (1e17, "us", 1), (float("inf"), "ns", 0))
+_SMALL = 1e8  # below this (synthetic files counting from the epoch) values are milliseconds
+
+
+def normal_name(name: str) -> str:
+    """A column name as compared: 'Open time' -> 'open_time', '\\ufeffDate' -> 'date'."""
+    return re.sub(r"[\s\-]+", "_", str(name).replace("\ufeff", "").strip().strip('"').strip().lower())
+
+
+@dataclass
+class Table:
+    """A recognised file: its kind, a label of its format, and how to read it.
+
+    columns maps each canonical name (time, open, ..., price, amount, side, buyer_maker, bid,
+    ask, or ROW_FIELDS for a market file) to the file's column name. first_line: the line of the
+    first data row in a CSV (2 with a header, 1 without), 0 for other formats (rows only).
+    """
+
+    path_text: str
+    key: str
+    kind: str
+    fmt: str
+    reader: str  # csv | parquet | ipc | json
+    path: Path  # the file Polars reads (an unpacked temporary copy of a .gz/.zip)
+    columns: Dict[str, str]
+    found: List[str]
+    first_line: int = 0
+    separator: str = ","
+    has_header: bool = True
+    new_columns: Optional[List[str]] = None
+    temp: Optional[Path] = None
+    json_rows: Optional[pl.DataFrame] = field(default=None, repr=False)
+
+    def fail(self, problem: str) -> DataError:
+        return DataError(f"{self.key}={self.path_text}: {problem}")
+
+    def row(self, i: int) -> str:
+        """Data row i (0-based, file order) as the user counts it."""
+        return f"row {i + 1} (line {i + self.first_line})" if self.first_line else f"row {i + 1}"
+
+    def close(self) -> None:
+        """Remove the unpacked temporary copy, if any (idempotent)."""
+        if self.temp is not None:
+            try:
+                self.temp.unlink()
+            except OSError:
+                pass
+            self.temp = None
+
+    def scan(self, schema: Optional[Dict[str, pl.DataType]] = None) -> pl.LazyFrame:
+        """The file as a LazyFrame with its own column names (CSV cells as text unless schema says)."""
+        if self.reader == "csv":
+            kw = dict(separator=self.separator, has_header=self.has_header, infer_schema=False,
+                      truncate_ragged_lines=False, encoding="utf8-lossy")
+            if self.new_columns:
+                kw["new_columns"] = self.new_columns
+            if schema:
+                kw["schema_overrides"] = schema
+            return pl.scan_csv(self.path, **kw)
+        if self.reader == "parquet":
+            return pl.scan_parquet(self.path)
+        if self.reader == "ipc":
+            return pl.scan_ipc(self.path)
+        return self.json_rows.lazy()
+
+
+def open_table(path_text: str, key: str = "data.path", kinds: Sequence[str] = ("candles", "trades", "market")) -> Table:
+    """Recognise the file at path_text as one of kinds. Raises DataError (one line) otherwise.
+
+    The caller must call Table.close() when done (a compressed file is unpacked to a temporary
+    file that the lazy readers use).
+    """
+    path = Path(path_text)
+    fail = lambda problem: DataError(f"{key}={path_text}: {problem}")  # noqa: E731
+    try:
+        st = path.stat()
+    except OSError:
+        raise fail("no such file") from None
+    if not path.is_file():
+        raise fail("not a file")
+    if st.st_size == 0:
+        raise fail("empty file")
+    name = path.name.lower()
+    temp = None
+    try:
+        if name.endswith(".zip") or name.endswith(".gz"):
+            temp = _unpack(path, name, fail)
+            inner = name[:-4] if name.endswith(".zip") else name[:-3]
+            table = _open(path_text, key, temp, inner, kinds, fail, packed=name.rsplit(".", 1)[-1])
+            table.temp = temp
+            return table
+        return _open(path_text, key, path, name, kinds, fail)
+    except BaseException:
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+        raise
+
+
+def _open(path_text, key, path: Path, name: str, kinds, fail, packed: str = "") -> Table:
+    suffix = "." + name.rsplit(".", 1)[-1] if "." in name else ""
+    if path.stat().st_size == 0:
+        raise fail("empty file")
+    label = f" ({packed})" if packed else ""
+    if suffix in (".parquet", ".pq"):
+        try:
+            found = list(pl.read_parquet_schema(path))
+        except Exception as exc:
+            raise fail(f"unreadable as Parquet ({_first_line(exc)})") from None
+        return _named(path_text, key, path, found, kinds, fail, "parquet", "Parquet" + label)
+    if suffix in (".feather", ".ipc", ".arrow"):
+        try:
+            found = list(pl.read_ipc_schema(path))
+        except Exception as exc:
+            raise fail(f"unreadable as Feather/IPC ({_first_line(exc)})") from None
+        return _named(path_text, key, path, found, kinds, fail, "ipc", "Feather" + label)
+    if suffix == ".json":
+        return _json(path_text, key, path, kinds, fail, label)
+    return _csv(path_text, key, path, kinds, fail, label)
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first[:limit]}"
+
+
+# ---------------------------------------------------------------- text checks, unpacking
+
+
+def check_text(path: Path, fail, max_line: int = MAX_LINE_BYTES) -> None:
+    """Refuse a file with a NUL byte or a line longer than max_line, reading 1 MB at a time."""
+    line = 1
+    run = 0  # bytes since the last line end
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(BLOCK)
+            if not block:
+                return
+            nul = block.find(b"\0")
+            first_nl = block.find(b"\n")
+            end = nul if nul >= 0 else len(block)
+            # a line too long before the NUL (or the block's end)
+            head = first_nl if 0 <= first_nl < end else end
+            if run + head > max_line:
+                raise fail(f"line {line} is longer than {max_line // (1 << 20)} MB: not a table of market data")
+            if nul >= 0:
+                line += block.count(b"\n", 0, nul)
+                raise fail(f"line {line} has a NUL byte: a binary file, not a text table")
+            nl = block.count(b"\n")
+            if nl:
+                # lines wholly inside the block are shorter than the block (BLOCK <= max_line)
+                run = len(block) - block.rfind(b"\n") - 1
+                line += nl
+            else:
+                run += len(block)
+
+
+def _unpack(path: Path, name: str, fail) -> Path:
+    """Unpack a .gz or a one-member .zip block by block to a temporary file; refuse anything else."""
+    fd, tmp = tempfile.mkstemp(prefix="mmrun-", suffix="-" + name.rsplit(".", 1)[0][-40:])
+    os.close(fd)
+    out = Path(tmp)
+    try:
+        if name.endswith(".gz"):
+            with gzip.open(path, "rb") as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst, BLOCK)
+        else:
+            with zipfile.ZipFile(path) as zf:
+                members = [m for m in zf.infolist() if not m.is_dir()]
+                if len(members) != 1:
+                    names = ", ".join(m.filename for m in members[:5]) or "none"
+                    raise fail(f"a .zip must hold exactly one file; it holds {len(members)} ({names})")
+                with zf.open(members[0]) as src, open(out, "wb") as dst:
+                    shutil.copyfileobj(src, dst, BLOCK)
+    except DataError:
+        out.unlink(missing_ok=True)
+        raise
+    except (OSError, EOFError, zipfile.BadZipFile, gzip.BadGzipFile) as exc:
+        out.unlink(missing_ok=True)
+        kind = "gzip" if name.endswith(".gz") else "zip"
+        raise fail(f"unreadable as {kind} ({_first_line(exc)})") from None
+    return out
+
+
+# ---------------------------------------------------------------- CSV
+
+
+def _csv(path_text, key, path: Path, kinds, fail, label: str) -> Table:
+    check_text(path, fail)
+    with open(path, "rb") as f:
+        head = f.read(HEAD_BYTES)
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise fail("empty file")
+    first = lines[0]
+    sep = max((",", ";", "\t", "|"), key=lambda s: (first.count(s), s == ","))
+    fields = [c.strip().strip('"') for c in first.split(sep)]
+    has_header = not _is_number(fields[0])
+    sep_name = {",": "", ";": ", ';'-separated", "\t": ", tab-separated", "|": ", '|'-separated"}[sep]
+    if has_header:
+        table = _named(path_text, key, path, fields, kinds, fail, "csv", f"CSV{sep_name}{label}")
+        table.separator, table.first_line = sep, 2
+        return table
+    sample = [[c.strip().strip('"') for c in ln.split(sep)] for ln in lines[:3]]
+    n = len(fields)
+    for kind, fmt, names, bools in HEADERLESS:
+        if kind not in kinds or len(names) != n:
+            continue
+        flags = [all(_is_bool(r[i]) for r in sample if i < len(r)) for i in range(n)]
+        if tuple(i for i, b in enumerate(flags) if b) != tuple(bools):
+            continue
+        table = _named(path_text, key, path, list(names), (kind,), fail, "csv", f"{fmt} CSV (no header){sep_name}{label}")
+        table.separator, table.first_line, table.has_header, table.new_columns = sep, 1, False, list(names)
+        return table
+    layouts = "; ".join(f"{fmt}: {len(names)} columns" for kind, fmt, names, _ in HEADERLESS if kind in kinds)
+    raise fail(f"no header, and {n} columns ({', '.join(fields[:12])}) match no known layout without one "
+               f"({layouts}); add a header line naming the columns")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _is_bool(text: str) -> bool:
+    return text.strip().lower() in ("true", "false")
+
+
+# ---------------------------------------------------------------- JSON
+
+
+def _json(path_text, key, path: Path, kinds, fail, label: str) -> Table:
+    """freqtrade's list of [ms, open, high, low, close, volume], or a list of objects."""
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise fail(f"a JSON file of {size / 2**30:.1f} GB is too large (at most 1 GB): use CSV or Parquet")
+    check_text(path, fail, max_line=MAX_JSON_BYTES)
+    raw = path.read_bytes()
+    body = raw.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if body.startswith(b"[[") or body.startswith(b"[ [") or body.startswith(b"[\n"):
+        # rows of numbers: one CSV line per inner list, read by Polars' CSV reader
+        flat = body.translate(None, b" \t\r\n")
+        if flat.startswith(b"[["):
+            if not flat.endswith(b"]]"):
+                raise fail("unreadable as JSON (a list of lists must end with ']]')")
+            lines = flat[2:-2].replace(b"],[", b"\n")
+            try:
+                df = pl.read_csv(lines, has_header=False, infer_schema=False)
+            except Exception as exc:
+                raise fail(f"unreadable as JSON rows ({_first_line(exc)})") from None
+            if df.width != 6 or "candles" not in kinds:
+                raise fail(f"JSON rows of {df.width} values: the rows accepted are freqtrade's "
+                           "[timestamp_ms, open, high, low, close, volume]")
+            names = ["timestamp", "open", "high", "low", "close", "volume"]
+            df.columns = names
+            table = _named(path_text, key, path, names, ("candles",), fail, "json", f"freqtrade JSON{label}")
+            table.json_rows = df
+            return table
+    try:
+        df = pl.read_json(raw)
+    except Exception as exc:
+        raise fail(f"unreadable as JSON ({_first_line(exc)})") from None
+    table = _named(path_text, key, path, df.columns, kinds, fail, "json", f"JSON{label}")
+    table.json_rows = df
+    return table
+
+
+# ---------------------------------------------------------------- naming the columns
+
+
+def _named(path_text, key, path: Path, found: List[str], kinds, fail, reader: str, fmt: str) -> Table:
+    by_norm: Dict[str, str] = {}
+    for name in found:
+        low = normal_name(name)
+        if low in by_norm:
+            raise fail(f"columns {by_norm[low]!r} and {name!r} are the same name (names are case-insensitive)")
+        by_norm[low] = name
+
+    def pick(names: Sequence[str]) -> Optional[str]:
+        for n in names:
+            if n in by_norm:
+                return by_norm[n]
+        return None
+
+    def make(kind: str, cols: Dict[str, str], what: str) -> Table:
+        return Table(path_text, key, kind, what, reader, path, cols, list(found))
+
+    cols: Dict[str, str] = {}
+    if "market" in kinds and "ts_ms" in by_norm and "last" in by_norm:
+        from mmrun.market import ROW_FIELDS
+
+        missing = [c for c in ROW_FIELDS if c not in by_norm]
+        if missing:
+            raise fail(f"a market file (it has ts_ms and last) needs columns {', '.join(ROW_FIELDS)}; "
+                       f"missing {', '.join(missing)}")
+        return make("market", {c: by_norm[c] for c in ROW_FIELDS}, "mmrun market recording")
+    time_col = pick(TIME_NAMES)
+    for canon, names in ALIASES.items():
+        col = pick(names)
+        if col is not None:
+            cols[canon] = col
+    if time_col is not None:
+        cols["time"] = time_col
+    fmt = _vendor(by_norm, fmt)
+    if "candles" in kinds and all(c in cols for c in ("open", "high", "low", "close")):
+        missing = [c for c in ("time",) + CANDLE_NEEDS if c not in cols]
+        if missing:
+            raise fail(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(_shown(m) for m in missing)}: "
+                       f"a candle file needs {ACCEPTED['candles']}; found {', '.join(found) or 'none'}")
+        return make("candles", cols, fmt)
+    if "quotes" in kinds and "bid" in cols and "ask" in cols and "time" in cols:
+        return make("quotes", cols, fmt)
+    if "trades" in kinds and "price" in cols and "amount" in cols and "time" in cols:
+        return make("trades", cols, fmt)
+    accepted = "; or ".join(f"{k}: {ACCEPTED[k]}" for k in kinds)
+    raise fail(f"columns not recognised: found {', '.join(map(str, found[:20])) or 'none'}; accepted are {accepted}")
+
+
+def _shown(canon: str) -> str:
+    return "timestamp" if canon == "time" else canon
+
+
+def _vendor(by_norm: Dict[str, str], fmt: str) -> str:
+    """Name the exporter when its columns say who it is."""
+    if "(no header)" in fmt:  # named by its layout already
+        return fmt
+    if "date" in by_norm and fmt.split()[0] in ("Feather", "Parquet", "JSON") and "open" in by_norm:
+        return f"{fmt} (freqtrade layout)"
+    if "local_timestamp" in by_norm and "exchange" in by_norm:
+        return "Tardis.dev " + fmt
+    if "adj_close" in by_norm:
+        return "Yahoo " + fmt
+    if "open_time" in by_norm and "taker_buy_volume" in by_norm:
+        return "Binance klines " + fmt
+    if "best_bid_price" in by_norm:
+        return "Binance bookTicker " + fmt
+    if "agg_trade_id" in by_norm:
+        return "Binance aggTrades " + fmt
+    return fmt
+
+
+# ---------------------------------------------------------------- epoch units
+
+
+def unit_class(values: np.ndarray) -> np.ndarray:
+    """Index into ("s", "ms", "us", "ns") of each epoch integer by its size."""
+    v = np.abs(np.asarray(values, dtype=np.float64))
+    return np.searchsorted(np.array([1e11, 1e14, 1e17]), v, side="right")
+
+
+UNITS = ("s", "ms", "us", "ns")
+TO_US = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}
+
+
+def epoch_unit(values: np.ndarray, name: str, row, fail) -> str:
+    """The unit of a column of epoch integers: s, ms, us or ns, told by the first value's size
+    (s below 1e11, ms below 1e14, µs below 1e17, else ns: the dates 1973..5138 in each unit).
+    A file whose values are all below 1e8 counts in ms (files that count from the epoch).
+    A row whose value is of another unit than the first row's is an error naming that row:
+    a file that changes unit part-way (Binance spot files went from ms to µs in 2025)."""
+    v = np.asarray(values)
+    if v.size == 0:
+        return "ms"
+    if float(np.min(v)) < _SMALL:
+        return "ms"
+    cls = unit_class(v)
+    bad = np.flatnonzero(cls != cls[0])
+    if bad.size:
+        i = int(bad[0])
+        raise fail(f"{row(i)}: {name} {int(v[i])} is in {UNITS[cls[i]]} but the rows before are in {UNITS[cls[0]]} "
+                   "since the epoch: a file must keep one unit (split it, or convert it)")
+    return UNITS[int(cls[0])]
+
+
+def to_ms(values: np.ndarray, unit: str) -> np.ndarray:
+    """Epoch integers in unit -> int64 ms (floored)."""
+    v = np.asarray(values, dtype=np.int64)
+    return {"s": lambda: v * 1000, "ms": lambda: v, "us": lambda: v // 1000, "ns": lambda: v // 1_000_000}[unit]()
+
+
+def to_us_expr(col: pl.Expr, unit: str) -> pl.Expr:
+    """A Polars expression: epoch integers in unit -> int64 µs (ns floored)."""
+    c = col.cast(pl.Int64)
+    return {"s": c * 1_000_000, "ms": c * 1000, "us": c, "ns": c // 1000}[unit]
