@@ -137,14 +137,20 @@ def pair_summary(cfg: Any, spec: PairSpec, out: PairOutcome) -> Dict[str, Any]:
     stats = compute_stats(out.equity, out.fills, initial_value=spec.capital)
     stats.update(trading_stats(out.equity, out.fills, initial_value=spec.capital))
     ts = out.equity["ts_ms"]
+    from mmrun.market.history import summary_labels
+
+    labels = out.labels or summary_labels(cfg, None)
     return {
         "pair": spec.pair,
-        "exchange": cfg.exchange.id,
+        "exchange": labels["exchange"],
         "mode": cfg.mode,
         "status": out.status,
         **stats,
         "errors": out.errors,
         "quotes_dropped": _quotes_dropped(spec.pair, out),
+        "data_source": labels["data_source"],
+        "data_format": labels["data_format"],
+        "gaps": labels["gaps"],
         "seed": cfg.seed,
         "data_fingerprint": out.fingerprint,
         "strategy": cfg.strategy.name,
@@ -203,7 +209,7 @@ def aggregate(cfg: Any, summaries: List[Dict[str, Any]], outcomes: List[PairOutc
     statuses = {s["status"] for s in summaries}
     return {
         "pair": ",".join(s["pair"] for s in summaries),
-        "exchange": cfg.exchange.id,
+        "exchange": summaries[0]["exchange"],  # 'file' for a data file (output.pair_summary)
         "mode": cfg.mode,
         "status": statuses.pop() if len(statuses) == 1 else "mixed",
         "initial_value": initial,
@@ -212,6 +218,9 @@ def aggregate(cfg: Any, summaries: List[Dict[str, Any]], outcomes: List[PairOutc
         "pnl": final - initial,
         **{k: sum(s[k] for s in summaries) for k in ("trades", "buys", "sells", "volume_quote", "fees", "ticks", "errors")},
         "quotes_dropped": {r: sum(s["quotes_dropped"].get(r, 0) for s in summaries) for r in summaries[0]["quotes_dropped"]},
+        "data_source": summaries[0]["data_source"],
+        "data_format": summaries[0]["data_format"],
+        "gaps": sum(s["gaps"] for s in summaries),
         "max_drawdown_pct": max_drawdown_pct(equity),
         "sharpe": sharpe(equity, total["ts_ms"].to_numpy()),
         "final_base": None,  # bases differ across pairs: see each pair's summary
@@ -275,6 +284,8 @@ def print_summary(s: Dict[str, Any], out_dir: Path, wall_s: float) -> None:
         f"  risk    max drawdown {s['max_drawdown_pct']:.3f} %, sharpe {s['sharpe']:.2f}, errors {s['errors']}",
         f"  output  {out_dir}",
     ]
+    if s.get("exchange") == "file" or (s.get("mode") == "backtest" and s.get("data_source") not in (None, "sim")):
+        lines.insert(1, f"  data    {s['data_source']} ({s['data_format']}), gaps {s.get('gaps', 0)}")
     print("\n".join(lines), flush=True)
 
 

@@ -16,7 +16,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import polars as pl
@@ -45,6 +45,7 @@ class PairOutcome:
     fingerprint: str = ""  # sha256 of the market rows (fingerprint_rows)
     events: Optional[pl.DataFrame] = None  # backtests: the events, written in one go
     quotes_dropped: Optional[dict] = None  # quotes not placed, by reason (engine.quotes_dropped)
+    labels: Optional[Dict[str, Any]] = None  # summary fields about the data (history.summary_labels); None: the exchange's
 
 
 def fills_frame(ts_ms, side, price, amount, fee, base, quote) -> pl.DataFrame:

@@ -181,6 +181,7 @@ def _run_backtests(cfg: Any, specs: List[PairSpec], checked: Dict[str, Any]) -> 
         # sweep.holdout / sweep.folds: the run replays the searched part; the rest is checked aside
         rows, check = validation.split_run(cfg, spec.pair, market.rows, replay, spec.capital)
         outcomes.append(replay(rows))
+        outcomes[-1].labels = market.labels  # data_source, data_format, gaps, exchange (history.summary_labels)
         if check is not None:
             checked[spec.pair] = check
     return outcomes

@@ -136,6 +136,9 @@ def test_the_whole_summary_of_a_hand_made_run():
         "sortino": float(np.mean(r) / math.sqrt(r[2] ** 2 / 11) * per_year),
         "errors": 0,
         "quotes_dropped": {},  # the hand run's outcome carries no engine state
+        "data_source": "sim",
+        "data_format": "simulated market",
+        "gaps": 0,
         "seed": 7,
         "data_fingerprint": "f",
         "strategy": "symmetric",

@@ -221,9 +221,12 @@ def _first_line(exc: BaseException, limit: int = 200) -> str:
 
 
 def check_text(path: Path, fail, max_line: int = MAX_LINE_BYTES) -> None:
-    """Refuse a file with a NUL byte or a line longer than max_line, reading 1 MB at a time."""
-    line = 1
+    """Refuse a file with a NUL byte or a line longer than max_line, reading 1 MB at a time.
+
+    Only byte searches per block (memchr speed); the line number of a problem is counted
+    afterwards, up to where it was found."""
     run = 0  # bytes since the last line end
+    pos = 0  # file offset of the block
     with open(path, "rb") as f:
         while True:
             block = f.read(BLOCK)
@@ -232,20 +235,29 @@ def check_text(path: Path, fail, max_line: int = MAX_LINE_BYTES) -> None:
             nul = block.find(b"\0")
             first_nl = block.find(b"\n")
             end = nul if nul >= 0 else len(block)
-            # a line too long before the NUL (or the block's end)
             head = first_nl if 0 <= first_nl < end else end
-            if run + head > max_line:
+            if run + head > max_line:  # a line too long before the NUL (or the block's end)
+                line = _line_at(path, pos - run)
                 raise fail(f"line {line} is longer than {max_line // (1 << 20)} MB: not a table of market data")
             if nul >= 0:
-                line += block.count(b"\n", 0, nul)
-                raise fail(f"line {line} has a NUL byte: a binary file, not a text table")
-            nl = block.count(b"\n")
-            if nl:
-                # lines wholly inside the block are shorter than the block (BLOCK <= max_line)
-                run = len(block) - block.rfind(b"\n") - 1
-                line += nl
-            else:
-                run += len(block)
+                raise fail(f"line {_line_at(path, pos + nul)} has a NUL byte: a binary file, not a text table")
+            last_nl = block.rfind(b"\n")
+            # lines wholly inside the block are shorter than the block (BLOCK <= max_line)
+            run = len(block) - last_nl - 1 if last_nl >= 0 else run + len(block)
+            pos += len(block)
+
+
+def _line_at(path: Path, offset: int) -> int:
+    """The 1-based line holding byte offset (counted a block at a time)."""
+    line, pos = 1, 0
+    with open(path, "rb") as f:
+        while pos < offset:
+            block = f.read(min(BLOCK, offset - pos))
+            if not block:
+                break
+            line += block.count(b"\n")
+            pos += len(block)
+    return line
 
 
 def _unpack(path: Path, name: str, fail) -> Path:

@@ -89,7 +89,7 @@ def sim_market(cfg: Any, pair: str):
     from mmrun.market.sim import SimMarket
 
     try:
-        market = SimMarket(pair, cfg.exchange.sim, cfg.intervals.quote_s, cfg.seed)
+        market = SimMarket(pair, cfg.exchange.sim, cfg.intervals.quote_s, cfg.seed, latency_ms=cfg.fills.latency_ms)
         last_ms = market.start_ms + (market.n_rows - 1) * market.step_ms
         with np.errstate(all="ignore"):
             first = next(market.chunks(1))
@@ -133,6 +133,7 @@ async def paper_market(cfg: Any, pair: str, stop: asyncio.Event, clients: Dict) 
     from mmrun.market.ccxt_feed import open_feed
 
     feed = await open_feed(cfg.exchange, pair, shared=clients)
+    feed.latency_ms = float(cfg.fills.latency_ms)  # trades before a quote rests do not fill it
     return PaperMarket(feed, WallClock(stop), feed.rules)
 
 
@@ -151,6 +152,7 @@ class BacktestMarket:
     rows: Dict[str, np.ndarray]
     tick: float
     rules: Optional[Dict[str, Any]] = None
+    labels: Optional[Dict[str, Any]] = None  # summary fields about the data (history.summary_labels)
 
 
 def backtest_market(cfg: Any, pair: str) -> BacktestMarket:
@@ -166,19 +168,20 @@ def backtest_market(cfg: Any, pair: str) -> BacktestMarket:
 
 
 def file_market(cfg: Any, pair: str) -> BacktestMarket:
-    """The market from a file: data.path, or candles downloaded for `pair` (download.download).
-    Raises DataError naming the file (and row) when it cannot be used."""
-    from mmrun.market.history import load_rows
+    """The market from a file: data.path, or what data.kind downloads for `pair` (mmrun.market.history.
+    backtest_market). Raises DataError naming the file (and row) when it cannot be used."""
+    from mmrun.market.history import backtest_market as data_market, grid_from_data, summary_labels
 
     path = cfg.data.path
-    if path is None:
-        from mmrun.market.download import download
-
-        path = str(download(cfg, pair))
-    else:
+    if path is not None:
         recover_market_file(path)
-    rows = load_rows(path, repair=cfg.data.repair)
-    return BacktestMarket(rows, _file_tick(cfg, pair, path), _file_rules(path))
+    data = data_market(cfg, pair)
+    rules = _file_rules(path) if path is not None else None
+    tick, lot = grid_from_data(data, cfg)
+    tick = tick or (_file_tick(cfg, pair, path) if path is not None else 0.0)
+    if lot:
+        rules = dict(rules or {}, lot=lot)
+    return BacktestMarket(dict(data.rows), tick, rules, summary_labels(cfg, data))
 
 
 def recover_market_file(path: str) -> None:
