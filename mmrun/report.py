@@ -50,6 +50,8 @@ def title_text(summary: Dict[str, Any], strategy: Any = None, spread: Optional[f
         params.append(f"fills={summary['fill_model']}")
     head = f"{summary.get('pair', '')}  ·  {name}" + (f" ({', '.join(params)})" if params else "")
     head += f"  ·  {summary.get('exchange', '')} {summary.get('mode', '')}"
+    if summary.get("exchange") == "file" or summary.get("data_format") not in (None, "simulated market", "exchange public data (ccxt)"):
+        head += f"  ·  {summary.get('data_source', '')} ({summary.get('data_format', '')})"  # the data it ran on
     result = (
         f"return {summary.get('total_return_pct', 0.0):+.3f} %  ·  vs holding {summary.get('pnl_vs_hold', 0.0):+,.2f}"
         f"  ·  {summary.get('trades', 0)} fills  ·  max drawdown {summary.get('max_drawdown_pct', 0.0):.2f} %"
