@@ -157,7 +157,7 @@ def fills_of(rows):
     from mmrun.runner import build_params
 
     params = build_params(_cfg(), 10_000.0, 0.0, dt_s=1.0)
-    out = run_backtest("BTC/USDT", params, engine.make_state(0.0, 10_000.0), rows)
+    out = run_backtest("BTC/USDT", params, engine.make_state(0.0, 10_000.0, params), rows)
     return out.fills
 
 

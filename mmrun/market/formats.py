@@ -157,8 +157,12 @@ class Table:
         return self.json_rows.lazy()
 
 
-def open_table(path_text: str, key: str = "data.path", kinds: Sequence[str] = ("candles", "trades", "market")) -> Table:
+def open_table(path_text: str, key: str = "data.path", kinds: Sequence[str] = ("candles", "trades", "market"),
+               check: bool = True) -> Table:
     """Recognise the file at path_text as one of kinds. Raises DataError (one line) otherwise.
+
+    check=False skips the whole-file text check (check_text): for a look at the columns only,
+    never before reading the rows.
 
     The caller must call Table.close() when done (a compressed file is unpacked to a temporary
     file that the lazy readers use).
@@ -182,14 +186,14 @@ def open_table(path_text: str, key: str = "data.path", kinds: Sequence[str] = ("
             table = _open(path_text, key, temp, inner, kinds, fail, packed=name.rsplit(".", 1)[-1])
             table.temp = temp
             return table
-        return _open(path_text, key, path, name, kinds, fail)
+        return _open(path_text, key, path, name, kinds, fail, check=check)
     except BaseException:
         if temp is not None:
             temp.unlink(missing_ok=True)
         raise
 
 
-def _open(path_text, key, path: Path, name: str, kinds, fail, packed: str = "") -> Table:
+def _open(path_text, key, path: Path, name: str, kinds, fail, packed: str = "", check: bool = True) -> Table:
     suffix = "." + name.rsplit(".", 1)[-1] if "." in name else ""
     if path.stat().st_size == 0:
         raise fail("empty file")
@@ -208,7 +212,7 @@ def _open(path_text, key, path: Path, name: str, kinds, fail, packed: str = "") 
         return _named(path_text, key, path, found, kinds, fail, "ipc", "Feather" + label)
     if suffix == ".json":
         return _json(path_text, key, path, kinds, fail, label)
-    return _csv(path_text, key, path, kinds, fail, label)
+    return _csv(path_text, key, path, kinds, fail, label, check)
 
 
 def _first_line(exc: BaseException, limit: int = 200) -> str:
@@ -290,8 +294,9 @@ def _unpack(path: Path, name: str, fail) -> Path:
 # ---------------------------------------------------------------- CSV
 
 
-def _csv(path_text, key, path: Path, kinds, fail, label: str) -> Table:
-    check_text(path, fail)
+def _csv(path_text, key, path: Path, kinds, fail, label: str, check: bool = True) -> Table:
+    if check:
+        check_text(path, fail)
     with open(path, "rb") as f:
         head = f.read(HEAD_BYTES)
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff")

@@ -165,8 +165,10 @@ def recorded_market(path_text: str) -> bool:
     Reads only the column names. A replay of such a file on the simulated exchange quotes on
     that exchange's tick grid again, as the paper run did.
     """
+    if Path(path_text).name.lower().endswith((".gz", ".zip")):
+        return False  # a recording is written plain; packed files are not unpacked just to ask
     try:
-        table = open_table(path_text)
+        table = open_table(path_text, check=False)
     except Exception:
         return False  # load_market reports what is wrong with the file
     table.close()

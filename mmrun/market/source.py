@@ -176,9 +176,10 @@ def file_market(cfg: Any, pair: str) -> BacktestMarket:
     if path is not None:
         recover_market_file(path)
     data = data_market(cfg, pair)
-    rules = _file_rules(path) if path is not None else None
+    recording = path is not None and data.kind == "market"  # a paper run's market.parquet
+    rules = _file_rules(path) if recording else None
     tick, lot = grid_from_data(data, cfg)
-    tick = tick or (_file_tick(cfg, pair, path) if path is not None else 0.0)
+    tick = tick or (_file_tick(cfg, pair, path) if recording else 0.0)
     if lot:
         rules = dict(rules or {}, lot=lot)
     return BacktestMarket(dict(data.rows), tick, rules, summary_labels(cfg, data))
