@@ -386,3 +386,26 @@ def test_every_configured_exchange_is_pointed_at_the_api_url(exchange_id):
 
     urls = list(leaves(run(go())))
     assert urls and all(u.startswith(("http://127.0.0.1:9/gw", "ws://127.0.0.1:9/gw")) for u in urls), urls
+
+
+def test_feed_latency_counts_only_trades_after_the_quotes_rest(fake):
+    """fills.latency_ms: trades printed before the previous row's time + latency cannot fill its quotes."""
+    sleeps = Sleeps()
+    now = int(time.time() * 1000)
+
+    async def go():
+        feed = feed_for(fake, sleeps)
+        feed.latency_ms = 300.0
+        try:
+            await feed.start()
+            await feed.fetch(now + 5000)  # the quotes of this row rest from now + 5300
+            fake.add_trade("BTCUSDT", now + 5100, 59990.5, 0.25)  # before they rest: cannot fill them
+            fake.add_trade("BTCUSDT", now + 5300, 60010.0, 0.5)  # from then on: counts
+            fake.add_trade("BTCUSDT", now + 5500, 60005.0, 0.1)
+            return await feed.fetch(now + 6000)
+        finally:
+            await feed.close()
+
+    row = run(go())
+    assert row[3] == 60005.0  # the last price is the market's, whatever the latency
+    assert row[4:] == (60005.0, 60010.0, pytest.approx(0.6))
