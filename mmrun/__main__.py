@@ -91,12 +91,18 @@ def _freeze_survivors() -> None:
 
 
 def main() -> None:
-    from mmrun.cli_errors import one_line
+    from mmrun.cli_errors import one_line, os_error_line
+    from mmrun.inputs import check_launcher_args, normalise_argv
 
     user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     # Let Hydra's exceptions reach us instead of being printed over several lines.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
+        # forms Hydra's grammar refuses ('~/x.csv', '0.2%', a new exchange.sim.prices key without '+'),
+        # rewritten before Hydra reads the command line (mmrun/inputs.py)
+        sys.argv[1:] = normalise_argv(sys.argv[1:])
+        check_launcher_args(sys.argv[1:])
+        _failures.clear()  # main() may run more than once in a process (tests)
         _task()
         if _failures:
             raise _failures[0]
@@ -111,6 +117,9 @@ def main() -> None:
         if isinstance(exc, MmrunError) or _is_config_error(exc):
             print(f"mmrun: error: {one_line(exc)}", file=sys.stderr)
             sys.exit(1 if isinstance(exc, RunFailed) else 2)
+        if isinstance(exc, OSError):  # e.g. an output folder under /proc or on a read-only file system
+            print(f"mmrun: error: {os_error_line(exc)}", file=sys.stderr)
+            sys.exit(2)
         print(f"mmrun: internal error: {type(exc).__name__}: {one_line(exc)} (HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
         sys.exit(1)
 

@@ -56,3 +56,16 @@ def one_line(exc: BaseException) -> str:
         return f"cannot parse the command-line override: {_first_line(str(exc))} (see the override grammar: key=value)"
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
+
+
+def os_error_line(exc: OSError) -> str:
+    """An OSError as one line naming the path and the cause: 'cannot write /proc/x/.hydra:
+    No such file or directory (hydra.run.dir / hydra.sweep.dir choose the output folder)'."""
+    import errno as _errno
+
+    path = exc.filename if exc.filename is not None else ""
+    cause = exc.strerror or type(exc).__name__
+    if exc.errno == _errno.ENAMETOOLONG:
+        path = str(path)[:60] + "..." if len(str(path)) > 60 else path
+    where = f"cannot write {path}: " if path else ""
+    return f"{where}{cause} (hydra.run.dir / hydra.sweep.dir choose the output folder)"

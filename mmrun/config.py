@@ -148,12 +148,19 @@ _PAIR_RE = re.compile(rf"^({_SYMBOL})/({_SYMBOL})(?::({_SYMBOL}))?$")
 
 def parse_pair(text: str, key: str = "pair") -> tuple[str, str]:
     """'BTC/USDT' -> ('BTC', 'USDT'); anything else is a ConfigError naming the key."""
+    from mmrun.inputs import pair_candidates
+    from mmrun.limits import MAX_SYMBOL_CHARS
+
     m = _PAIR_RE.match(str(text))
     if not m:
+        cands = pair_candidates(str(text))
+        hint = f"; did you mean {cands[0]}?" if cands and _PAIR_RE.match(cands[0]) else ""
         raise ConfigError(
-            f"{key}={text!r} is not a pair: write BASE/QUOTE, e.g. BTC/USDT "
-            "(letters, digits, '.', '_' or '-' on each side)"
+            f"{key}={str(text)[:80]!r} is not a pair: write BASE/QUOTE, e.g. BTC/USDT "
+            f"(letters, digits, '.', '_' or '-' on each side){hint}"
         )
+    if any(len(part or "") > MAX_SYMBOL_CHARS for part in m.groups()):
+        raise ConfigError(f"{key}={str(text)[:40]}...: a currency name is at most {MAX_SYMBOL_CHARS} characters")
     return m.group(1), m.group(2)
 
 
@@ -199,14 +206,6 @@ def _check(key: str, value: Any, ok: bool, allowed: str) -> None:
         raise ConfigError(f"{key}={value} is out of range: allowed {allowed}")
 
 
-def _fraction(key: str, value: float) -> None:
-    _check(key, value, math.isfinite(value) and 0 < value <= 1, "a fraction in (0, 1]")
-
-
-def _rate(key: str, value: float) -> None:
-    _check(key, value, math.isfinite(value) and 0 <= value < 1, "a rate in [0, 1)")
-
-
 def _one_of(key: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
         raise ConfigError(f"{key}={value!r} is not allowed: choose one of {', '.join(allowed)}")
@@ -240,60 +239,41 @@ def _unknown_keys(cfg: Any) -> None:
 
 def validate(cfg: Any) -> List[PairSpec]:
     """Check ranges and cross-field rules; return the pairs to run. Raises ConfigError."""
+    from mmrun.limits import check_ranges
+
     _unknown_keys(cfg)
-    _check("spread", cfg.spread, math.isfinite(cfg.spread) and 0 < cfg.spread < 1, "0 < spread < 1")
-    _check("capital", cfg.capital, math.isfinite(cfg.capital) and cfg.capital > 0, "capital > 0 (quote currency)")
+    check_ranges(cfg)  # every numeric key's finite range (mmrun/limits.py)
     _one_of("mode", cfg.mode, MODES)
     _one_of("fills.model", cfg.fills.model, FILL_MODELS)
     check_strategy(cfg.strategy)
     _one_of("sizing.name", cfg.sizing.name, SIZINGS)
-    _fraction("sizing.order_size_pct", cfg.sizing.order_size_pct)
-    _fraction("sizing.max_inventory_exposure", cfg.sizing.max_inventory_exposure)
-    if cfg.fills.participation is not None:
-        _fraction("fills.participation", cfg.fills.participation)
-    _rate("fees.maker", cfg.fees.maker)
-    _rate("fees.taker", cfg.fees.taker)
-    _check("intervals.quote_s", cfg.intervals.quote_s, cfg.intervals.quote_s > 0, "> 0 seconds")
-    _check("intervals.error_s", cfg.intervals.error_s, cfg.intervals.error_s >= 0, ">= 0 seconds")
-    if cfg.run.max_ticks is not None:
-        _check("run.max_ticks", cfg.run.max_ticks, cfg.run.max_ticks > 0, "a whole number > 0, or null")
     specs = pair_specs(cfg)
     ex = cfg.exchange
     if ex.id == "sim":
         sim = ex.sim
-        _check("exchange.sim.duration_s", sim.duration_s, sim.duration_s > 0, "> 0 seconds")
-        _check("exchange.sim.volatility_annual", sim.volatility_annual, sim.volatility_annual >= 0, ">= 0")
-        _check("exchange.sim.trade_rate_per_s", sim.trade_rate_per_s, sim.trade_rate_per_s > 0, "> 0")
-        _check("exchange.sim.sweep_bps", sim.sweep_bps, sim.sweep_bps >= 0, ">= 0")
-        _check("exchange.sim.trade_notional", sim.trade_notional, sim.trade_notional > 0, "> 0")
-        _check("exchange.sim.spread_ticks", sim.spread_ticks, sim.spread_ticks >= 1, ">= 1")
-        for spec in specs if not data_file_backtest(cfg) else ():  # a data file: any BASE/QUOTE
+        for i, spec in enumerate(specs if not data_file_backtest(cfg) else ()):  # a data file: any BASE/QUOTE
             base, quote = parse_pair(spec.pair)
             if base not in sim.prices or quote not in sim.quotes:
-                listed = ", ".join(f"{b}/{q}" for b in sim.prices for q in sim.quotes[:1])
-                raise ConfigError(
-                    f"pair={spec.pair} is not listed on the simulated exchange: listed are {listed} "
-                    f"(quote currencies {', '.join(sim.quotes)}); add a base with exchange.sim.prices.{base}=PRICE"
-                )
+                from mmrun.inputs import unlisted_sim_pair
+
+                key = "pair" if cfg.pairs is None else f"pairs[{i}]"
+                raise ConfigError(unlisted_sim_pair(key, spec.pair, base, quote, list(sim.prices), list(sim.quotes)))
     else:
         known = _ccxt_exchanges()
         if ex.id not in known:
-            hint = _did_you_mean(ex.id, known)
+            from mmrun.inputs import exchange_hint
+
+            hint = exchange_hint(ex.id, known)
             raise ConfigError(
                 f"exchange.id={ex.id!r} is not a known exchange: use 'sim' or a ccxt exchange id "
                 f"(binance, coinbase, kraken, okx, bybit, ...){hint}"
             )
-        _check("exchange.timeout_s", ex.timeout_s, ex.timeout_s > 0, "> 0 seconds")
-        _check("exchange.retry_attempts", ex.retry_attempts, ex.retry_attempts >= 1, "a whole number >= 1")
-        _check("exchange.retry_base_s", ex.retry_base_s, ex.retry_base_s >= 0, ">= 0 seconds")
-        _check("exchange.retry_max_wait_s", ex.retry_max_wait_s, ex.retry_max_wait_s >= 0, ">= 0 seconds")
-        _check("exchange.max_data_age_s", ex.max_data_age_s, ex.max_data_age_s > 0, "> 0 seconds")
         for i, entry in enumerate(ex.fallbacks):
             fb_id = str(entry).partition("@")[0]
             if fb_id not in known:
                 raise ConfigError(
                     f"exchange.fallbacks[{i}]={entry!r} is not a known exchange: write a ccxt id, or ID@URL"
-                    f"{_did_you_mean(fb_id, known)}"
+                    f"{_exchange_hint(fb_id, known)}"
                 )
     for i, fix in enumerate(cfg.data.repair or ()):
         _one_of(f"data.repair[{i}]", fix, DATA_REPAIRS)
@@ -344,6 +324,13 @@ def check_strategy(st: Any) -> None:
     resolve(st)
 
 
+def config_warnings(cfg: Any) -> List[str]:
+    """Every warning a valid configuration deserves before it runs (logged by the runner)."""
+    from mmrun.inputs import reach_warnings
+
+    return strategy_warnings(cfg) + reach_warnings(cfg)
+
+
 def strategy_warnings(cfg: Any) -> List[str]:
     """Configurations that run but will hardly quote: a fixed spread too thin for min_profit_threshold."""
     from mmrun.strategies import resolve
@@ -380,7 +367,7 @@ def check_sweep(sweep: Any) -> None:
             + _did_you_mean(str(sweep.objective), list(OBJECTIVES))
         )
     _one_of("sweep.direction", sweep.direction, DIRECTIONS)
-    _check("sweep.top", sweep.top, sweep.top >= 1, "a whole number >= 1")
+    _check("sweep.top", sweep.top, 1 <= sweep.top <= 100_000, "a whole number from 1 to 100000")
     from mmrun.validation import check_settings
 
     check_settings(sweep)
@@ -391,6 +378,12 @@ def _ccxt_exchanges() -> List[str]:
     from mmrun.market.ccxt_feed import exchange_ids
 
     return exchange_ids()
+
+
+def _exchange_hint(word: str, known: List[str]) -> str:
+    from mmrun.inputs import exchange_hint
+
+    return exchange_hint(word, known)
 
 
 def _did_you_mean(word: str, choices: List[str]) -> str:

@@ -135,7 +135,7 @@ def write_market_info(path: Path, cfg: Any, pair: str, feed: Any) -> None:
 def pair_summary(cfg: Any, spec: PairSpec, out: PairOutcome) -> Dict[str, Any]:
     # every pair starts all in quote: its capital is the value before the first cycle
     stats = compute_stats(out.equity, out.fills, initial_value=spec.capital)
-    stats.update(trading_stats(out.equity, out.fills, initial_value=spec.capital))
+    stats.update(trading_stats(out.equity, out.fills, initial_value=spec.capital, fill_model=cfg.fills.model))
     ts = out.equity["ts_ms"]
     from mmrun.market.history import summary_labels
 

@@ -194,9 +194,9 @@ def run(cfg: Any, out_dir: Path) -> Dict[str, Any]:
     # report.png needs matplotlib (about 0.3 s to import): import it beside the run's own work
     # (file reading and Parquet writing release the GIL) instead of after it.
     threading.Thread(target=import_plotting, name="mmrun-import-plotting", daemon=True).start()
-    from mmrun.config import strategy_warnings
+    from mmrun.config import config_warnings
 
-    for warning in strategy_warnings(cfg):
+    for warning in config_warnings(cfg):
         log.warning("%s", warning)
     dirs = pair_dirs(out_dir, specs)
     log.info("%s %s on %s, output %s", cfg.mode, ",".join(s.pair for s in specs), cfg.exchange.id, out_dir)

@@ -8,7 +8,35 @@ from typing import Dict, Optional
 import numpy as np
 import polars as pl
 
-MS_PER_YEAR = 365.0 * 24 * 3600 * 1000
+MS_PER_YEAR = 365.25 * 24 * 3600 * 1000  # a Julian year: the calendar's mean length, leap days included
+
+
+def periods_per_year(ts_ms: np.ndarray) -> float:
+    """Return periods a year, from the data's own calendar: rows over elapsed years.
+
+    (n - 1) returns over (ts[-1] - ts[0]) / MS_PER_YEAR years. A market that trades 24 hours on
+    five days a week (hourly EURUSD) gets about 24 x 5 x 52.18 = 6,261 a year, daily stock
+    bars about 252, a 24/7 market at 5 s cycles 6,311,520; gaps (weekends, holidays, closed
+    sessions, failed cycles) count as the time they last. Over a span that starts or ends
+    next to a closed session the estimate is off by that session's share of the span (a
+    weekend in four weeks of 24x5 bars: +8 %, less over longer spans). 0 with fewer than 2
+    rows or no elapsed time.
+    """
+    if ts_ms.size < 2:
+        return 0.0
+    years = float(ts_ms[-1] - ts_ms[0]) / MS_PER_YEAR
+    return (ts_ms.size - 1) / years if years > 0 else 0.0
+
+
+def with_start(equity: np.ndarray, ts_ms: np.ndarray, initial_value: Optional[float]):
+    """(equity, ts_ms) with the value before the first cycle prepended when the first row has
+    already moved from it (`fills=instant` trades in the first cycle), one cycle (the median
+    spacing) before the first row; unchanged otherwise (the first row is the start)."""
+    if initial_value is None or equity.size == 0 or float(equity[0]) == float(initial_value):
+        return equity, ts_ms
+    step = int(np.median(np.diff(ts_ms))) if ts_ms.size > 1 else 0
+    return (np.concatenate([[float(initial_value)], equity]),
+            np.concatenate([[int(ts_ms[0]) - step], ts_ms]).astype(np.int64))
 
 
 def max_drawdown_pct(equity: np.ndarray) -> float:
@@ -24,61 +52,74 @@ def max_drawdown_pct(equity: np.ndarray) -> float:
 def sharpe(equity: np.ndarray, ts_ms: np.ndarray) -> float:
     """Annualised Sharpe ratio of per-cycle simple returns of equity, risk-free rate 0.
 
-    mean / standard deviation (ddof 1) x sqrt(cycles per year), the cycle length being the
-    median spacing of the equity timestamps. 0 with fewer than 3 points or no variation.
+    mean(r) / std(r, ddof 1) x sqrt(periods_per_year(ts_ms)): the formula of quantstats'
+    `sharpe` and empyrical's `sharpe_ratio` with their `periods` / `annualization` set to the
+    data's own periods a year. 0 with fewer than 3 points or no variation.
     """
     if equity.size < 3:
         return 0.0
     r = np.diff(equity) / equity[:-1]
     sd = float(np.std(r, ddof=1))
-    step_ms = float(np.median(np.diff(ts_ms)))
-    if not (sd > 0 and step_ms > 0):
+    per_year = periods_per_year(ts_ms)
+    if not (sd > 0 and per_year > 0):
         return 0.0
-    return float(np.mean(r) / sd * math.sqrt(MS_PER_YEAR / step_ms))
+    return float(np.mean(r) / sd * math.sqrt(per_year))
 
 
 def sortino(equity: np.ndarray, ts_ms: np.ndarray) -> float:
     """Annualised Sortino ratio of per-cycle simple returns of equity, target 0.
 
-    mean / downside deviation x sqrt(cycles per year), the downside deviation being
-    sqrt(mean(min(r, 0)^2)) over all returns and the cycle length the median spacing of the
-    equity timestamps. 0 with fewer than 3 points or no losing cycle.
+    mean(r) / sqrt(mean(min(r, 0)^2)) x sqrt(periods_per_year(ts_ms)), the downside deviation
+    taken over all returns (quantstats' `sortino`, empyrical's `sortino_ratio`). 0 with fewer
+    than 3 points or no losing cycle.
     """
     if equity.size < 3:
         return 0.0
     r = np.diff(equity) / equity[:-1]
     down = float(np.sqrt(np.mean(np.minimum(r, 0.0) ** 2)))
-    step_ms = float(np.median(np.diff(ts_ms)))
-    if not (down > 0 and step_ms > 0):
+    per_year = periods_per_year(ts_ms)
+    if not (down > 0 and per_year > 0):
         return 0.0
-    return float(np.mean(r) / down * math.sqrt(MS_PER_YEAR / step_ms))
+    return float(np.mean(r) / down * math.sqrt(per_year))
+
+
+def quote_lag(fill_model: str) -> int:
+    """Cycles between a quote and the row its fill is recorded in: `touch` quotes at row t fill
+    against row t+1 (1); `instant` quotes fill in the row that made them (0)."""
+    return 0 if fill_model == "instant" else 1
 
 
 class MatchedFills:
     """The fills as arrays, matched to their cycles once for every fill metric.
 
     row: index of each fill's cycle in the equity frame (the row with the fill's timestamp);
+    quote_row: index of the cycle that made the filled quote (row - quote_lag, at least 0);
     sign: +1 for a buy, -1 for a sell; notional: price x amount, the metrics' weights.
     """
 
-    def __init__(self, equity: pl.DataFrame, fills: pl.DataFrame):
+    def __init__(self, equity: pl.DataFrame, fills: pl.DataFrame, lag: int = 1):
         self.mids = equity["mid"].to_numpy()
         self.row = np.searchsorted(equity["ts_ms"].to_numpy(), fills["ts_ms"].to_numpy(), side="left")
+        self.quote_row = np.maximum(self.row - lag, 0)
         self.sign = np.where((fills["side"] == "buy").to_numpy(), 1.0, -1.0)
         self.price = fills["price"].to_numpy()
         self.notional = self.price * fills["amount"].to_numpy()
 
 
 def spread_captured_bps(f: MatchedFills) -> float:
-    """Mean edge of the fills against the mid, in basis points of the mid, notional-weighted.
+    """Mean edge of the fills against the mid when their quotes were made, in basis points of
+    that mid, notional-weighted.
 
     Per fill: side x (mid - price) / mid x 10,000, side +1 for a buy and -1 for a sell, mid
-    the mid of the cycle the fill is recorded in (events.csv's `mid`): positive = bought
-    below / sold above the mid. Not annualised. 0 without fills.
+    the mid of the cycle that made the quote (`touch`: the cycle before the fill's row;
+    `instant`: the fill's own row): positive = bought below / sold above the mid the quote
+    was priced from. A symmetric quote at spread s without a book spread captures s/2 x
+    10,000 bps whatever the market did next (that is the markouts' business). Not
+    annualised. 0 without fills.
     """
     if f.price.size == 0 or f.mids.size == 0:
         return 0.0
-    mid = f.mids[f.row]
+    mid = f.mids[f.quote_row]
     edge = f.sign * (mid - f.price) / mid * 1e4
     return float(np.sum(f.notional * edge) / np.sum(f.notional))
 
@@ -142,7 +183,8 @@ def fill_ratio(equity: pl.DataFrame, fills: pl.DataFrame) -> float:
 
 
 def trading_stats(
-    equity: pl.DataFrame, fills: pl.DataFrame, initial_value: float, initial_base: float = 0.0
+    equity: pl.DataFrame, fills: pl.DataFrame, initial_value: float, initial_base: float = 0.0,
+    fill_model: str = "touch",
 ) -> Dict[str, float]:
     """Metrics beyond the basics: against holding, edge, adverse selection, inventory, activity.
 
@@ -150,8 +192,9 @@ def trading_stats(
     first mid in quote) valued at the last mid; pnl_vs_hold = final equity - hold_value.
     market_return_pct: the mid's change over the run, % (what holding base alone returned).
     turnover: traded notional / time-weighted mean equity, per run (not annualised).
-    The rest: see spread_captured_bps, markout_bps, time_weighted_inventory, fill_ratio,
-    sortino.
+    fill_model: which cycle made a filled quote (quote_lag). sortino: over the equity from the
+    value before the first cycle (with_start). The rest: see spread_captured_bps, markout_bps,
+    time_weighted_inventory, fill_ratio, sortino.
     """
     eq = equity["equity"].to_numpy()
     mids = equity["mid"].to_numpy()
@@ -161,7 +204,7 @@ def trading_stats(
         market = (float(mids[-1]) / float(mids[0]) - 1.0) * 100.0 if mids[0] > 0 else 0.0
     else:
         hold, market = initial_value, 0.0
-    matched = MatchedFills(equity, fills)
+    matched = MatchedFills(equity, fills, quote_lag(fill_model))
     volume = float((fills["price"] * fills["amount"]).sum()) if fills.height else 0.0
     if eq.size > 1:
         w = np.diff(equity["ts_ms"].to_numpy()).astype(np.float64)
@@ -178,7 +221,7 @@ def trading_stats(
         **time_weighted_inventory(equity),
         "turnover": volume / mean_equity if mean_equity > 0 else 0.0,
         "fill_ratio": fill_ratio(equity, fills),
-        "sortino": sortino(eq, equity["ts_ms"].to_numpy()),
+        "sortino": sortino(*with_start(eq, equity["ts_ms"].to_numpy(), initial_value)),
     }
 
 
@@ -188,7 +231,9 @@ def compute_stats(equity: pl.DataFrame, fills: pl.DataFrame, initial_value: Opti
     fills has columns side ('buy' | 'sell'), price, amount (base), fee (quote).
     initial_value: the value before the first cycle (quote currency); the equity frame's first
     row comes after it, which under `instant` has already traded. None = that first row.
-    Values are in the quote currency unless named *_pct (percent) or counted.
+    max_drawdown_pct and sharpe run over the equity from initial_value (with_start), so the
+    first cycle's move counts. Values are in the quote currency unless named *_pct (percent)
+    or counted.
     """
     eq = equity["equity"].to_numpy()
     initial = float(initial_value) if initial_value is not None else (float(eq[0]) if eq.size else 0.0)
@@ -209,8 +254,8 @@ def compute_stats(equity: pl.DataFrame, fills: pl.DataFrame, initial_value: Opti
         "sells": int(fills.height) - buys,
         "volume_quote": float(notional),
         "fees": float(fills["fee"].sum()) if fills.height else 0.0,
-        "max_drawdown_pct": max_drawdown_pct(eq),
-        "sharpe": sharpe(eq, equity["ts_ms"].to_numpy()),
+        "max_drawdown_pct": max_drawdown_pct(with_start(eq, equity["ts_ms"].to_numpy(), initial_value)[0]),
+        "sharpe": sharpe(*with_start(eq, equity["ts_ms"].to_numpy(), initial_value)),
         "final_base": float(equity["base"][-1]) if eq.size else 0.0,
         "final_quote": float(equity["quote"][-1]) if eq.size else initial,
         "ticks": int(equity.height),

@@ -247,6 +247,7 @@ class ExchangeClient:
         self.rng = random.Random() if rng is None else rng
         self.monotonic = monotonic
         self.requests = 0  # ccxt calls attempted (tests count retries with it)
+        self.retries = 0  # transient errors absorbed by a retry (calls that then succeeded)
         self._not_before = 0.0  # monotonic time before which a Retry-After forbids calling
 
     @classmethod
@@ -282,8 +283,10 @@ class ExchangeClient:
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        log.info("%s: %s; retry %d/%d in %.2f s", self.name, exc, state.attempt_number,
-                 self.policy.attempts - 1, wait)
+        text = str(exc)
+        # the error's text names the source already when the call's `what` does ("binance BTC/USDT ticker: ...")
+        label = text if text.startswith(self.name) else f"{self.name}: {text}"
+        log.info("%s; retry %d/%d in %.2f s", label, state.attempt_number, self.policy.attempts - 1, wait)
 
     async def _once(self, what: str, method: str, args: Tuple, kwargs: Dict[str, Any],
                     check: Optional[Callable[[Any], Any]]) -> Any:
@@ -301,9 +304,10 @@ class ExchangeClient:
         return check(result) if check is not None else result
 
     async def call(self, what: str, method: str, *args: Any, check: Optional[Callable[[Any], Any]] = None,
-                   **kwargs: Any) -> Any:
+                   absorbed: Optional[Callable[[int], None]] = None, **kwargs: Any) -> Any:
         """`client.method(*args, **kwargs)` with translation and retries; `check` validates the result
-        (raise BadMarketData to have a malformed answer retried like a failed call)."""
+        (raise BadMarketData to have a malformed answer retried like a failed call); `absorbed` is
+        called with the number of transient errors a successful call got past by retrying (> 0)."""
         retrying = AsyncRetrying(
             stop=self._stop,
             wait=self._wait,
@@ -312,7 +316,13 @@ class ExchangeClient:
             before_sleep=self._before_sleep,
             reraise=True,
         )
-        return await retrying(self._once, what, method, args, kwargs, check)
+        result = await retrying(self._once, what, method, args, kwargs, check)
+        retried = int(retrying.statistics.get("attempt_number", 1)) - 1
+        if retried > 0:
+            self.retries += retried
+            if absorbed is not None:
+                absorbed(retried)
+        return result
 
     async def load_markets(self) -> None:
         """Load the markets (once); an unreachable exchange raises ExchangeUnavailable naming it."""
@@ -328,10 +338,11 @@ class ExchangeClient:
         """The market rules of a listed pair; a pair the exchange does not list is a ConfigError."""
         markets = self.client.markets or {}
         if pair not in markets:
-            import difflib
+            from mmrun.inputs import pair_hint
 
-            close = difflib.get_close_matches(pair, list(markets), n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
+            quotes = {str(m.get("quote")) for m in markets.values() if isinstance(m, dict) and m.get("quote")}
+            close = pair_hint(pair, list(markets), quotes)
+            hint = f"; did you mean {close}?" if close else ""
             raise ConfigError(f"{key}={pair} is not listed on {self.id} ({len(markets)} markets){hint}")
         return market_rules(markets[pair])
 
@@ -393,6 +404,10 @@ def check_trades(trades: Any, what: str) -> List[Tuple[int, str, float, float]]:
 # ---------------------------------------------------------------- the paper feed
 
 
+TRADE_PAGE = 1000  # trades asked for per request (Binance's maximum)
+MAX_TRADE_PAGES = 10  # pages read per cycle at most: 10,000 trades (BTC/USDT prints 1,000+ in 5 s at times)
+
+
 class _Source:
     """One exchange serving one pair: its client, and what it has already reported."""
 
@@ -403,6 +418,11 @@ class _Source:
         self.cursor_ms: Optional[int] = None  # time of the newest trade already counted
         self.ids_at_cursor: set = set()
         self.last: Optional[float] = None
+        self.retries = 0  # transient errors absorbed by a retry, this pair's calls only
+        self.incomplete_cycles = 0  # cycles whose trades could not all be read (MAX_TRADE_PAGES)
+
+    def _absorbed(self, n: int) -> None:
+        self.retries += n
 
     async def snapshot(self, now_ms: int, wall_ms: int, max_age_s: float,
                        rest_from_ms: Optional[int] = None) -> Tuple[float, float, float, float, float, float]:
@@ -414,28 +434,15 @@ class _Source:
             self.rules = c.rules(self.pair)
         what = f"{c.name} {self.pair}"
         ticker = await c.call(f"{what} ticker", "fetch_ticker", self.pair,
-                              check=_ticker_check(f"{what} ticker", wall_ms, max_age_s))
+                              check=_ticker_check(f"{what} ticker", wall_ms, max_age_s), absorbed=self._absorbed)
         if ticker.get("bid") is None and ticker.get("ask") is None:
             # some exchanges' tickers carry no book top: ask the order book
             bid, ask = await c.call(f"{what} order book", "fetch_order_book", self.pair, 5,
-                                    check=_book_check(f"{what} order book"))
+                                    check=_book_check(f"{what} order book"), absorbed=self._absorbed)
         else:
             bid, ask = float(ticker["bid"]), float(ticker["ask"])
-        # at most 1000 trades a cycle (one page): a busier interval is counted over the next cycles
-        trades = await c.call(f"{what} trades", "fetch_trades", self.pair, self.cursor_ms, 1000,
-                              check=lambda r: check_trades(r, f"{what} trades"))
         first = self.cursor_ms is None
-        new = [t for t in trades if self.cursor_ms is None or t[0] > self.cursor_ms
-               or (t[0] == self.cursor_ms and t[1] not in self.ids_at_cursor)]
-        if new:
-            newest = new[-1][0]
-            if newest != self.cursor_ms:
-                self.ids_at_cursor = set()
-            self.cursor_ms = newest
-            self.ids_at_cursor.update(t[1] for t in new if t[0] == newest)
-            self.last = new[-1][2]
-        elif self.cursor_ms is None:
-            self.cursor_ms = wall_ms  # nothing traded yet: count trades from now on
+        new = await self._new_trades(what, wall_ms)
         last = _positive(ticker.get("last")) or self.last or (bid + ask) / 2.0
         if first or not new:
             # the first snapshot has no "previous" one: its trades are history, not the interval's
@@ -446,6 +453,54 @@ class _Source:
                 return bid, ask, last, math.nan, math.nan, 0.0
         prices = [t[2] for t in new]
         return bid, ask, last, min(prices), max(prices), float(sum(t[3] for t in new))
+
+    def _take(self, trades: List[Tuple[int, str, float, float]]) -> List[Tuple[int, str, float, float]]:
+        """The trades not counted yet (after the cursor, or at it with an unseen id); moves the cursor."""
+        new = [t for t in trades if self.cursor_ms is None or t[0] > self.cursor_ms
+               or (t[0] == self.cursor_ms and t[1] not in self.ids_at_cursor)]
+        if new:
+            newest = new[-1][0]
+            if newest != self.cursor_ms:
+                self.ids_at_cursor = set()
+            self.cursor_ms = newest
+            self.ids_at_cursor.update(t[1] for t in new if t[0] == newest)
+            self.last = new[-1][2]
+        return new
+
+    async def _new_trades(self, what: str, wall_ms: int) -> List[Tuple[int, str, float, float]]:
+        """Every public trade since the cursor, page by page until a page is not full.
+
+        Each page starts at the newest trade already read (trades at that millisecond are told
+        apart by id). At most MAX_TRADE_PAGES pages a cycle: an interval busier than that is
+        counted in `incomplete_cycles` (and logged), the trades read so far decide its fills,
+        and the cursor moves to now, so the unread rest is never credited to a later cycle's
+        quotes. The first snapshot reads one page (history, not an interval).
+        """
+        c = self.client
+        check = lambda r: check_trades(r, f"{what} trades")  # noqa: E731
+        if self.cursor_ms is None:
+            page = await c.call(f"{what} trades", "fetch_trades", self.pair, None, TRADE_PAGE, check=check,
+                                absorbed=self._absorbed)
+            if not self._take(page):
+                self.cursor_ms = wall_ms  # nothing traded yet: count trades from now on
+            return []
+        out: List[Tuple[int, str, float, float]] = []
+        for _ in range(MAX_TRADE_PAGES):
+            since = self.cursor_ms
+            page = await c.call(f"{what} trades", "fetch_trades", self.pair, since, TRADE_PAGE, check=check,
+                                absorbed=self._absorbed)
+            new = self._take(page)
+            out.extend(new)
+            if len(page) < TRADE_PAGE:
+                return out  # caught up
+            if not new:
+                break  # a full page with nothing new (more than a page in one millisecond): cannot advance
+        self.incomplete_cycles += 1
+        log.warning("%s trades: more than %d pages (%d trades) since the last cycle; the cycle's fills use "
+                    "those read, the rest is skipped", what, MAX_TRADE_PAGES, len(out))
+        if self.cursor_ms is None or self.cursor_ms < wall_ms:
+            self.cursor_ms, self.ids_at_cursor = wall_ms, set()
+        return out
 
 
 def _dict_check(what: str) -> Callable[[Any], Dict[str, Any]]:
@@ -520,12 +575,45 @@ class CcxtFeed:
     def tick(self) -> float:
         return self.rules.tick if self.rules else 0.0
 
+    @property
+    def retries(self) -> int:
+        """Transient errors this pair's calls got past by retrying, all sources together."""
+        return sum(src.retries for src in self.sources)
+
+    @property
+    def incomplete_cycles(self) -> int:
+        """Cycles whose public trades could not all be read (more than MAX_TRADE_PAGES pages)."""
+        return sum(src.incomplete_cycles for src in self.sources)
+
     async def start(self) -> None:
-        """Load the primary's markets and check the pair; unreachable/unknown ends the run here."""
-        primary = self.sources[0]
-        await primary.client.load_markets()
-        primary.rules = primary.client.rules(self.pair)
-        self.rules = primary.rules
+        """Load markets and check the pair, trying the primary, then each fallback in turn: the
+        first that answers gives the market rules (tick, lot, minimums). An unknown pair on the
+        primary ends the run here; when no source can be reached, one ExchangeUnavailable
+        lists every source tried and why."""
+        failures: List[str] = []
+        for i, src in enumerate(self.sources):
+            try:
+                await src.client.load_markets()
+            except ExchangeUnavailable as e:
+                failures.append(str(e))
+                continue
+            try:
+                src.rules = src.client.rules(self.pair)
+            except ConfigError as e:
+                if i == 0:
+                    raise
+                failures.append(f"{src.client.name}: {e}")
+                continue
+            if i > 0:
+                log.warning("%s: %s cannot be reached; starting on %s's market rules", self.pair,
+                            self.sources[0].client.name, src.client.name)
+            self.rules = src.rules
+            return
+        if len(failures) == 1:
+            raise ExchangeUnavailable(failures[0])
+        raise ExchangeUnavailable(
+            f"no market data source for {self.pair} can be reached ({len(failures)} tried): " + " | ".join(failures)
+        )
 
     async def fetch(self, now_ms: int) -> Tuple[int, float, float, float, float, float, float]:
         failures: List[Exception] = []
