@@ -1,14 +1,16 @@
 """report.png for a run folder: price with quotes and fills, inventory, equity against holding.
 
 Drawn off-screen (matplotlib's Agg canvas on a Figure, no pyplot, no display), imported only
-when a picture is made. Long runs are thinned to at most MAX_POINTS cycles and MAX_FILLS fill
-markers, so a picture takes about the same time whatever the run's length.
+when a picture is made. Long runs are thinned to at most MAX_POINTS cycles; more than
+MAX_FILLS fills a side are aggregated into FILL_BINS time bins (one marker per bin at its
+volume-weighted price), so a picture takes about the same time whatever the run's length and
+a long run is not a solid band of markers.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import polars as pl
@@ -16,7 +18,9 @@ import polars as pl
 from mmrun.record import replace_atomically
 
 MAX_POINTS = 3000  # cycles drawn per line
-MAX_FILLS = 2000  # fill markers drawn per side
+MAX_FILLS = 400  # fills drawn one by one per side; more are aggregated into FILL_BINS time bins
+FILL_BINS = 180
+
 
 def _every(n: int, limit: int) -> int:
     return max(1, -(-n // limit))
@@ -26,9 +30,29 @@ def _times(ts_ms: np.ndarray) -> np.ndarray:
     return ts_ms.astype("datetime64[ms]")
 
 
+def currencies(pair: Optional[str]) -> tuple:
+    """'BTC/USDT' -> ('BTC', 'USDT'); ('base', 'quote') when unknown (a settle suffix ':X' dropped)."""
+    base, sep, quote = str(pair or "").partition("/")
+    quote = quote.partition(":")[0]
+    return (base, quote) if sep and base and quote else ("base", "quote")
+
+
+def _stop_text(summary: Dict[str, Any]) -> str:
+    """How the run ended when it did not run to the end of its market."""
+    status = summary.get("status")
+    if status in (None, "completed"):
+        return ""
+    if status == "max_ticks":
+        return f"  ·  stopped early at run.max_ticks ({summary.get('ticks', 0)} cycles)"
+    if status == "stopped":
+        return f"  ·  stopped early by a signal after {summary.get('ticks', 0)} cycles"
+    return f"  ·  {status}" + (f": {summary['error']}" if summary.get("error") else "")
+
+
 def title_text(summary: Dict[str, Any], strategy: Any = None, spread: Optional[float] = None) -> str:
     """Two title lines: pair, strategy and key parameters (the fields its registration gives a
-    title, mmrun.strategies.param); then the run's result."""
+    title, mmrun.strategies.param); then the run's result, its fees and, when it ended before
+    its market did, how it stopped."""
     params = []
     name = summary.get("strategy") or ""
     if strategy is not None:
@@ -52,22 +76,84 @@ def title_text(summary: Dict[str, Any], strategy: Any = None, spread: Optional[f
     head += f"  ·  {summary.get('exchange', '')} {summary.get('mode', '')}"
     if summary.get("exchange") == "file" or summary.get("data_format") not in (None, "simulated market", "exchange public data (ccxt)"):
         head += f"  ·  {summary.get('data_source', '')} ({summary.get('data_format', '')})"  # the data it ran on
+    quote = currencies(summary.get("pair"))[1]
     result = (
         f"return {summary.get('total_return_pct', 0.0):+.3f} %  ·  vs holding {summary.get('pnl_vs_hold', 0.0):+,.2f}"
-        f"  ·  {summary.get('trades', 0)} fills  ·  max drawdown {summary.get('max_drawdown_pct', 0.0):.2f} %"
+        f"  ·  {summary.get('trades', 0)} fills, fees {summary.get('fees', 0.0):,.2f} {quote}"
+        f"  ·  max drawdown {summary.get('max_drawdown_pct', 0.0):.2f} %"
         f"  ·  markout(10) {summary.get('markout_10_bps', 0.0):+.1f} bps"
     )
-    return head + "\n" + result
+    return head + "\n" + result + _stop_text(summary)
 
 
-def draw(equity: pl.DataFrame, fills: pl.DataFrame, title: str, initial_value: float):
-    """The report's matplotlib Figure (three panels sharing the time axis)."""
+def _levels(strategy: Any) -> tuple:
+    """(levels, level_spread_step) of a strategy config (a dict, a DictConfig or an object)."""
+    if strategy is None:
+        return 1, 0.0
+    get = strategy.get if hasattr(strategy, "get") else (lambda k, d=None: getattr(strategy, k, d))
+    return int(get("levels", 1) or 1), float(get("level_spread_step", 0.0) or 0.0)
+
+
+def _fill_markers(fills: pl.DataFrame, t0: int, t1: int) -> tuple:
+    """(times, prices, amounts, label suffix) of one side's fill markers.
+
+    Up to MAX_FILLS fills are drawn one by one. More are aggregated into FILL_BINS equal time
+    bins: one marker per bin at the bin's volume-weighted price, stamped at its mean time,
+    so a long run shows where it traded instead of a solid band.
+    """
+    ts = fills["ts_ms"].to_numpy()
+    price = fills["price"].to_numpy()
+    amount = fills["amount"].to_numpy()
+    if fills.height <= MAX_FILLS:
+        return ts, price, amount, ""
+    width = max(1, -(-(t1 - t0 + 1) // FILL_BINS))
+    b = (ts - t0) // width
+    uniq, inv = np.unique(b, return_inverse=True)
+    amt = np.bincount(inv, weights=amount)
+    vwap = np.bincount(inv, weights=price * amount) / np.where(amt > 0, amt, 1.0)
+    when = (np.bincount(inv, weights=ts.astype(np.float64)) / np.bincount(inv)).astype(np.int64)
+    return when, vwap, amt, f", VWAP per {_duration(width)}"
+
+
+def _duration(ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("min", 60_000), ("s", 1000)):
+        if ms >= size:
+            return f"{ms / size:.3g} {unit}"
+    return f"{ms} ms"
+
+
+def _marker_sizes(amount: np.ndarray) -> np.ndarray:
+    """Marker areas 8..60 points², by amount relative to the largest."""
+    top = float(amount.max()) if amount.size else 0.0
+    if not top > 0:
+        return np.full(amount.shape, 14.0)
+    return 8.0 + 52.0 * np.sqrt(amount / top)
+
+
+def _legend_above(ax: Any, ncol: int) -> None:
+    # above the panel, outside the data
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=ncol, fontsize=8, frameon=False,
+              borderaxespad=0.15, handlelength=1.6, columnspacing=1.2)
+
+
+def draw(equity: pl.DataFrame, fills: pl.DataFrame, title: str, initial_value: float,
+         pair: Optional[str] = None, strategy: Any = None):
+    """The report's matplotlib Figure: price with our quotes and fills, inventory, value
+    (three panels sharing the market-time axis, in the pair's currencies).
+
+    pair ('BTC/USDT') labels the axes; strategy (its config) gives the levels drawn: with
+    n > 1 levels, the band from each side's best quote to its level n, whose distance from
+    the best is (n - 1) x level_spread_step / 2 of the mid (strategy.ladder's rule; the
+    recorded frames hold each side's best quote only).
+    """
     from matplotlib.figure import Figure
 
+    base_ccy, quote_ccy = currencies(pair)
     fig = Figure(figsize=(11, 8.5), dpi=100)
     ax_price, ax_inv, ax_eq = fig.subplots(3, 1, sharex=True, height_ratios=(3, 1.2, 1.6))
-    # fixed margins: a constrained layout costs about a third of the picture's time
-    fig.subplots_adjust(left=0.08, right=0.98, top=0.92, bottom=0.07, hspace=0.08)
+    # fixed margins (a constrained layout costs about a third of the picture's time); room
+    # above each panel for its legend
+    fig.subplots_adjust(left=0.085, right=0.98, top=0.885, bottom=0.07, hspace=0.2)
     fig.suptitle(title, fontsize=10.5)
     if equity.height == 0:
         ax_price.text(0.5, 0.5, "no market data", ha="center", va="center", transform=ax_price.transAxes)
@@ -75,24 +161,35 @@ def draw(equity: pl.DataFrame, fills: pl.DataFrame, title: str, initial_value: f
     eq = equity.gather_every(_every(equity.height, MAX_POINTS))
     t = _times(eq["ts_ms"].to_numpy())
     mid = eq["mid"].to_numpy()
+    bid_q, ask_q = eq["bid_quoted"].to_numpy(), eq["ask_quoted"].to_numpy()
 
     ax_price.plot(t, mid, color="0.25", lw=0.9, label="mid")
-    ax_price.plot(t, eq["bid_quoted"].to_numpy(), color="tab:green", lw=0.6, alpha=0.55, label="our bid")
-    ax_price.plot(t, eq["ask_quoted"].to_numpy(), color="tab:red", lw=0.6, alpha=0.55, label="our ask")
+    levels, step = _levels(strategy)
+    best = "our best bid" if levels > 1 else "our bid"
+    ax_price.plot(t, bid_q, color="tab:green", lw=0.6, alpha=0.6, label=best)
+    ax_price.plot(t, ask_q, color="tab:red", lw=0.6, alpha=0.6, label=best.replace("bid", "ask"))
+    if levels > 1 and step > 0:
+        deep = (levels - 1) * step / 2 * mid
+        ax_price.fill_between(t, bid_q - deep, bid_q, color="tab:green", alpha=0.12, lw=0,
+                              label=f"bid levels 2-{levels}")
+        ax_price.fill_between(t, ask_q, ask_q + deep, color="tab:red", alpha=0.12, lw=0,
+                              label=f"ask levels 2-{levels}")
+    t0, t1 = int(equity["ts_ms"][0]), int(equity["ts_ms"][-1])
     for side, marker, color in (("buy", "^", "tab:green"), ("sell", "v", "tab:red")):
         f = fills.filter(pl.col("side") == side)
         if f.height:
-            f = f.gather_every(_every(f.height, MAX_FILLS))
-            ax_price.scatter(_times(f["ts_ms"].to_numpy()), f["price"].to_numpy(), marker=marker, s=14,
-                             color=color, edgecolors="none", zorder=3, label=f"{side} fills")
-    ax_price.set_ylabel("price (quote)")
-    ax_price.legend(loc="upper left", fontsize=8, ncol=5, frameon=False)
+            when, price, amount, how = _fill_markers(f, t0, t1)
+            ax_price.scatter(_times(when), price, marker=marker, s=_marker_sizes(amount), color=color,
+                             edgecolors="white", linewidths=0.3, alpha=0.85, zorder=3,
+                             label=f"{side}s ({f.height}{how}; size: amount)")
+    ax_price.set_ylabel(f"price ({quote_ccy})")
+    _legend_above(ax_price, 7)
     ax_price.grid(alpha=0.25)
 
     base = eq["base"].to_numpy()
     ax_inv.fill_between(t, base, step="post", color="tab:blue", alpha=0.35, lw=0)
     ax_inv.plot(t, base, drawstyle="steps-post", color="tab:blue", lw=0.8)
-    ax_inv.set_ylabel("inventory (base)")
+    ax_inv.set_ylabel(f"inventory ({base_ccy})")
     ax_inv.grid(alpha=0.25)
 
     ax_eq.plot(t, eq["equity"].to_numpy(), color="tab:purple", lw=1.0, label="equity")
@@ -100,11 +197,13 @@ def draw(equity: pl.DataFrame, fills: pl.DataFrame, title: str, initial_value: f
     first_mid = float(equity["mid"][0])
     if first_mid > 0:
         ax_eq.plot(t, initial_value * mid / first_mid, color="tab:orange", lw=0.8, alpha=0.8,
-                   label="buy & hold (all in base at the start)")
-    ax_eq.set_ylabel("value (quote)")
-    ax_eq.legend(loc="upper left", fontsize=8, ncol=3, frameon=False)
+                   label=f"buy & hold (all in {base_ccy} at the start)")
+    ax_eq.set_ylabel(f"value ({quote_ccy})")
+    _legend_above(ax_eq, 3)
     ax_eq.grid(alpha=0.25)
     ax_eq.set_xlabel("market time (UTC)")
+    for ax in (ax_price, ax_inv, ax_eq):
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
     return fig
 
 
@@ -113,9 +212,183 @@ def write_report(folder: Path, equity: pl.DataFrame, fills: pl.DataFrame, summar
     """Write folder/report.png (to a temporary name, then renamed); returns its path."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    fig = draw(equity, fills, title_text(summary, strategy, spread), float(summary.get("initial_value") or 0.0))
+    fig = draw(equity, fills, title_text(summary, strategy, spread), float(summary.get("initial_value") or 0.0),
+               pair=summary.get("pair"), strategy=strategy)
     FigureCanvasAgg(fig)
     path = Path(folder) / "report.png"
     # light compression: a few more KB, a quarter less time
     replace_atomically(path, lambda tmp: fig.savefig(tmp, format="png", pil_kwargs={"compress_level": 3}))
     return path
+
+
+# ---------------------------------------------------------------- sweep pictures
+
+
+def number_format(values: np.ndarray) -> str:
+    """One format for every number of a picture: fixed decimals, enough for three significant
+    digits of the largest magnitude (0.139 -> '{:.3f}', 12.5 -> '{:.1f}', 1234 -> '{:,.0f}')."""
+    finite = np.abs(values[np.isfinite(values)])
+    top = float(finite.max()) if finite.size else 0.0
+    if top == 0.0:
+        return "{:.0f}"
+    decimals = min(6, max(0, 2 - int(np.floor(np.log10(top)))))
+    return "{:,.%df}" % decimals
+
+
+def colour_scale(values: np.ndarray, direction: str):
+    """(colormap, norm) for an objective: a diverging scale centred on 0 when the values have
+    both signs (green = the good end of `direction`), else viridis over their range."""
+    import matplotlib
+    from matplotlib.colors import Normalize, TwoSlopeNorm
+
+    finite = values[np.isfinite(values)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if lo < 0 < hi:
+        cmap = matplotlib.colormaps["RdYlGn" if direction == "maximize" else "RdYlGn_r"]
+        return cmap.with_extremes(bad="lightgrey"), TwoSlopeNorm(vmin=lo, vcenter=0.0, vmax=hi)
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    return matplotlib.colormaps["viridis"].with_extremes(bad="lightgrey"), Normalize(vmin=lo, vmax=hi)
+
+
+def _common(table: pl.DataFrame, column: str) -> Optional[str]:
+    if column not in table.columns:
+        return None
+    values = [v for v in table[column].drop_nulls().unique().to_list() if v not in ("", None)]
+    if not values:
+        return None
+    return str(values[0]) if len(values) == 1 else f"{len(values)} {column}s"
+
+
+def sweep_title(table: pl.DataFrame, objective: str, direction: str) -> str:
+    """'total_return_pct (maximize)  ·  BTC/USDT  ·  symmetric  ·  btc_1m.csv (backtest)': what
+    was swept over which data, pair and strategy (from the jobs' summaries)."""
+    parts = [f"{objective} ({direction})"]
+    for col in ("pair", "strategy"):
+        value = _common(table, col)
+        if value:
+            parts.append(value)
+    data = _common(table, "data_source") or _common(table, "exchange")
+    mode = _common(table, "mode")
+    if data:
+        parts.append(data + (f" ({mode})" if mode else ""))
+    return "  ·  ".join(parts)
+
+
+def heatmap_picture(table: pl.DataFrame, swept: Sequence[str], objective: str, direction: str, path: Path,
+                    max_grid_axis: int = 40) -> bool:
+    """heatmap.png: the objective over exactly two numeric swept parameters; False if not drawable.
+
+    A grid of cells (one per combination, a repeated point keeping its best value) up to
+    max_grid_axis values per axis, else a scatter. Every number in one format (number_format),
+    a diverging colour scale centred on 0 when the objective has both signs (colour_scale),
+    failed jobs grey and marked, the title naming the objective, pair, strategy and data.
+    """
+    numeric = [k for k in swept if table[k].dtype in (pl.Int64, pl.Float64) and table[k].null_count() == 0]
+    if len(swept) != 2 or len(numeric) != 2:
+        return False
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    xk, yk = swept
+    x, y = table[xk].to_numpy().astype(float), table[yk].to_numpy().astype(float)
+    z = table[objective].cast(pl.Float64).to_numpy() if objective in table.columns else np.full(len(x), np.nan)
+    z = np.where(table["rank"].is_null().to_numpy(), np.nan, z)  # failed jobs: no value
+    xs, ys = np.unique(x), np.unique(y)
+    fmt = number_format(z)
+    cmap, norm = colour_scale(z, direction)
+    fig = Figure(figsize=(max(6.0, 0.95 * len(xs) + 3.0), max(4.5, 0.6 * len(ys) + 2.4)), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    if len(xs) <= max_grid_axis and len(ys) <= max_grid_axis:
+        grid = np.full((len(ys), len(xs)), np.nan)
+        better = np.fmax if direction == "maximize" else np.fmin
+        for xi, yi, zi in zip(np.searchsorted(xs, x), np.searchsorted(ys, y), z):
+            grid[yi, xi] = zi if np.isnan(grid[yi, xi]) else better(grid[yi, xi], zi)
+        im = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap=cmap, norm=norm)
+        ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
+        ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys])
+        if grid.size <= 144:
+            for (yi, xi), v in np.ndenumerate(grid):
+                ran = bool(((x == xs[xi]) & (y == ys[yi])).any())
+                if np.isnan(v):
+                    text, colour = ("failed" if ran else ""), "black"
+                else:
+                    r, g, b, _ = cmap(norm(v))
+                    text, colour = fmt.format(v), ("white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black")
+                ax.text(xi, yi, text, ha="center", va="center", fontsize=8, color=colour)
+    else:
+        ok = np.isfinite(z)
+        im = ax.scatter(x[ok], y[ok], c=z[ok], cmap=cmap, norm=norm, s=30)
+        if (~ok).any():
+            ax.scatter(x[~ok], y[~ok], marker="x", color="grey", label="failed")
+            ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False, fontsize=8)
+    bar = fig.colorbar(im, ax=ax, label=objective)
+    bar.formatter = _formatter(fmt)
+    bar.update_ticks()
+    ax.set_xlabel(xk)
+    ax.set_ylabel(yk)
+    ax.set_title(sweep_title(table, objective, direction), fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+def _formatter(fmt: str):
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _pos: fmt.format(v))
+
+
+def _save(fig: Any, path: Path) -> None:
+    tmp = Path(path).with_name("." + Path(path).name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=100)
+    os.replace(tmp, path)
+
+
+def is_optuna_sweep(sweep_dir: Path) -> bool:
+    """Whether the sweep folder's multirun.yaml names Hydra's Optuna sweeper."""
+    try:
+        text = (Path(sweep_dir) / "multirun.yaml").read_text()
+    except OSError:
+        return False
+    return "optuna" in text.lower() and "sweeper" in text.lower()
+
+
+def trials_picture(table: pl.DataFrame, objective: str, direction: str, path: Path) -> bool:
+    """trials.png for a search (Optuna): the objective of each trial in the order it ran, the
+    best so far as a step line, failed trials marked at the bottom; False with no trial."""
+    if table.height == 0 or objective not in table.columns:
+        return False
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    order = table.sort("job")
+    job = order["job"].to_numpy()
+    z = order[objective].cast(pl.Float64).to_numpy()
+    z = np.where(order["rank"].is_null().to_numpy(), np.nan, z)
+    ok = np.isfinite(z)
+    fig = Figure(figsize=(8.5, 4.8), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    fmt = number_format(z)
+    ax.scatter(job[ok], z[ok], s=22, color="tab:blue", alpha=0.75, label="trial", zorder=3)
+    if ok.any():
+        pick = np.fmax if direction == "maximize" else np.fmin
+        best = pick.accumulate(z)  # fmax/fmin skip NaN (failed trials): the best of the trials so far
+        ax.step(job, best, where="post", color="tab:orange", lw=1.6, label="best so far", zorder=2)
+        i = int(np.nanargmax(z) if direction == "maximize" else np.nanargmin(z))
+        ax.annotate(f"best {fmt.format(z[i])} (job {job[i]})", (job[i], z[i]), xytext=(6, 6),
+                    textcoords="offset points", fontsize=8)
+    if (~ok).any():
+        low = float(np.nanmin(z)) if ok.any() else 0.0
+        ax.scatter(job[~ok], np.full((~ok).sum(), low), marker="x", color="tab:red", label="failed", zorder=3)
+    ax.yaxis.set_major_formatter(_formatter(fmt))
+    ax.set_xlabel("trial (job number, in the order run)")
+    ax.set_ylabel(objective)
+    ax.grid(alpha=0.25)
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, frameon=False, fontsize=8)
+    ax.set_title(sweep_title(table, objective, direction), fontsize=10, pad=22)
+    fig.tight_layout()
+    _save(fig, path)
+    return True

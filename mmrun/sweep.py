@@ -267,54 +267,9 @@ def leaderboard(table: pl.DataFrame, swept: Sequence[str], objective: str, direc
 
 def heatmap(table: pl.DataFrame, swept: Sequence[str], objective: str, direction: str, path: Path) -> bool:
     """Draw the objective over exactly two numeric swept parameters into path; False if not drawable."""
-    numeric = [k for k in swept if table[k].dtype in (pl.Int64, pl.Float64) and table[k].null_count() == 0]
-    if len(swept) != 2 or len(numeric) != 2:
-        return False
-    import matplotlib
+    from mmrun.report import heatmap_picture
 
-    matplotlib.use("Agg")  # files only: never a display
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    xk, yk = swept
-    x, y = table[xk].to_numpy().astype(float), table[yk].to_numpy().astype(float)
-    z = table[objective].cast(pl.Float64).to_numpy() if objective in table.columns else np.full(len(x), np.nan)
-    z = np.where(table["rank"].is_null().to_numpy(), np.nan, z)  # failed jobs: no value
-    xs, ys = np.unique(x), np.unique(y)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(xs) + 2.5), max(4.0, 0.6 * len(ys) + 2.0)))
-    if len(xs) <= MAX_GRID_AXIS and len(ys) <= MAX_GRID_AXIS:
-        grid = np.full((len(ys), len(xs)), np.nan)
-        better = np.fmax if direction == "maximize" else np.fmin  # a repeated point keeps its best value
-        for xi, yi, zi in zip(np.searchsorted(xs, x), np.searchsorted(ys, y), z):
-            grid[yi, xi] = zi if np.isnan(grid[yi, xi]) else better(grid[yi, xi], zi)
-        cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")  # failed jobs, combinations not run
-        im = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap=cmap)
-        ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
-        ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys])
-        if grid.size <= 144:
-            finite = grid[np.isfinite(grid)]
-            mid = (finite.min() + finite.max()) / 2 if finite.size else 0.0
-            for (yi, xi), v in np.ndenumerate(grid):
-                text = "failed" if np.isnan(v) and _ran(x, y, xs[xi], ys[yi]) else ("" if np.isnan(v) else f"{v:.4g}")
-                ax.text(xi, yi, text, ha="center", va="center", fontsize=8, color="white" if v < mid else "black")
-    else:
-        ok = np.isfinite(z)
-        im = ax.scatter(x[ok], y[ok], c=z[ok], cmap="viridis", s=30)
-        ax.scatter(x[~ok], y[~ok], marker="x", color="grey", label="failed")
-    fig.colorbar(im, ax=ax, label=objective)
-    ax.set_xlabel(xk)
-    ax.set_ylabel(yk)
-    ax.set_title(f"{objective} ({direction})")
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-    return True
-
-
-def _ran(x: Any, y: Any, xv: float, yv: float) -> bool:
-    return bool(((x == xv) & (y == yv)).any())
+    return heatmap_picture(table, swept, objective, direction, path, max_grid_axis=MAX_GRID_AXIS)
 
 
 # ---------------------------------------------------------------- the report
@@ -346,6 +301,10 @@ def write_report(
     write_parquet(table, sweep_dir / SUMMARY_PARQUET)
     png = sweep_dir / HEATMAP_PNG
     drawn = heatmap(table, swept, objective, direction, png)
+    from mmrun.report import is_optuna_sweep, trials_picture
+
+    if is_optuna_sweep(sweep_dir):  # a search: the objective by trial and the best so far
+        trials_picture(table, objective, direction, sweep_dir / "trials.png")
     board = leaderboard(table, swept, objective, direction, top, str(sweep_dir))
     if trust is not None and trust.line:
         board += "\n  " + trust.line
