@@ -66,6 +66,11 @@ def _task(cfg: DictConfig) -> Optional[float]:
         if hc.mode is not None and hc.mode.name == "MULTIRUN":
             logging.getLogger("mmrun").error("job %s failed: %s", hc.job.num, exc)
         else:
+            from mmrun.cli_errors import one_line
+            from mmrun.messages import log_to_files
+
+            # the terminal gets main()'s one line; the run's mmrun.log gets the same error
+            log_to_files(logging.getLogger("mmrun"), logging.ERROR, f"run failed: {one_line(exc)}")
             _failures.append(exc)
         return None
     finally:

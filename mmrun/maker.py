@@ -152,11 +152,22 @@ class MarketMaker:
         engine.step(self.params, self.state.copy(), self.quotes.copy(), 1.0, 1.0, 1.0, nan, nan, 0.0, buf)
 
     def _explain_rules(self, last: float) -> None:
-        """Say (once per change) when the exchange's minimums keep the nominal order size from being
-        quoted; the kernel applies the rules themselves (and counts what they drop)."""
-        reason = engine.nominal_order_note(self.params, last)
+        """Say (once per change) which quote levels the exchange's minimums keep off the book and
+        which are placed (messages.minimums_text); the kernel applies the rules themselves (and
+        counts what they drop)."""
+        from mmrun.messages import level_sizes, minimums_text
+        from mmrun.quoting import grid_floor
+
+        p = self.params
+        names = p.dtype.names or ()
+        levels = int(p["levels"]) if "levels" in names else 1
+        step = float(p["level_size_step"]) if "level_size_step" in names else 0.0
+        sizes = [grid_floor(s, p["lot_units"], p["lot_scale"])
+                 for s in level_sizes(p["capital"], p["order_size_pct"], p["max_exposure"], levels, step, last)]
+        reason = minimums_text(sizes, last, p["min_amount"], p["min_notional"],
+                               self.pair.partition("/")[2].partition(":")[0])
         if reason and reason != self._skip_reason:
-            log.warning("%s: quotes not placed: %s (the exchange would reject them)", self.pair, reason)
+            log.warning("%s: %s", self.pair, reason)
         self._skip_reason = reason
 
     async def run(self) -> PairOutcome:
@@ -220,9 +231,12 @@ class MarketMaker:
         return _STOPPED
 
     def outcome(self, status: str) -> PairOutcome:
-        """The run's frames, from the recorder."""
+        """The run's frames, from the recorder, with the quotes the kernel dropped and the feed's
+        counts (retries absorbed, cycles whose trades could not all be read) when it keeps them."""
         out = self.recorder.outcome(status, self.errors)
         out.quotes_dropped = engine.quotes_dropped(self.state)
+        out.retries = int(getattr(self.feed, "retries", 0) or 0)
+        out.trades_incomplete = int(getattr(self.feed, "incomplete_cycles", 0) or 0)
         return out
 
     def close_recording(self) -> None:

@@ -18,6 +18,7 @@ import polars as pl
 from mmrun import __version__
 from mmrun.config import PairSpec
 from mmrun.errors import ConfigError, OutputError, RunFailed
+from mmrun.messages import caveats
 from mmrun.record import read_events, safe_name, write_csv, write_json, write_parquet
 from mmrun.recorder import PairOutcome, discard_journals
 from mmrun.stats import compute_stats, trading_stats
@@ -151,6 +152,9 @@ def pair_summary(cfg: Any, spec: PairSpec, out: PairOutcome) -> Dict[str, Any]:
         "data_source": labels["data_source"],
         "data_format": labels["data_format"],
         "gaps": labels["gaps"],
+        "retries": out.retries,
+        "trades_incomplete": out.trades_incomplete,
+        **({"caveats": caveats(cfg.fills.model)} if caveats(cfg.fills.model) else {}),
         "seed": cfg.seed,
         "data_fingerprint": out.fingerprint,
         "strategy": cfg.strategy.name,
@@ -221,6 +225,8 @@ def aggregate(cfg: Any, summaries: List[Dict[str, Any]], outcomes: List[PairOutc
         "data_source": summaries[0]["data_source"],
         "data_format": summaries[0]["data_format"],
         "gaps": sum(s["gaps"] for s in summaries),
+        **{k: sum(s.get(k, 0) for s in summaries) for k in ("retries", "trades_incomplete")},
+        **({"caveats": caveats(cfg.fills.model)} if caveats(cfg.fills.model) else {}),
         "max_drawdown_pct": max_drawdown_pct(equity),
         "sharpe": sharpe(equity, total["ts_ms"].to_numpy()),
         "final_base": None,  # bases differ across pairs: see each pair's summary
@@ -271,6 +277,12 @@ def write_outputs(cfg: Any, specs: List[PairSpec], outcomes: List[PairOutcome], 
         return summaries[0]
     root = aggregate(cfg, summaries, outcomes)
     write_json(root, out_dir / "summary.json")
+    try:  # one picture of every pair at the root; a plotting failure never fails the run
+        from mmrun.report import write_overview
+
+        write_overview(out_dir, [o.equity for o in outcomes], summaries, root)
+    except Exception as exc:
+        log.warning("report.png (all pairs) not written: %s: %s", type(exc).__name__, exc)
     return root
 
 
@@ -281,11 +293,17 @@ def print_summary(s: Dict[str, Any], out_dir: Path, wall_s: float) -> None:
         f"  value   {s['initial_value']:,.2f} -> {s['final_value']:,.2f} {quote}  ({s['total_return_pct']:+.3f} %, pnl {s['pnl']:+,.2f})"
         + ("  (no completed cycle: the starting value)" if s["ticks"] == 0 else ""),
         f"  trades  {s['trades']} ({s['buys']} buys, {s['sells']} sells), volume {s['volume_quote']:,.2f}, fees {s['fees']:,.2f}",
-        f"  risk    max drawdown {s['max_drawdown_pct']:.3f} %, sharpe {s['sharpe']:.2f}, errors {s['errors']}",
-        f"  output  {out_dir}",
+        f"  risk    max drawdown {s['max_drawdown_pct']:.3f} %, sharpe {s['sharpe']:.2f}, errors {s['errors']}"
+        + (f", retries {s['retries']}" if s.get("retries") else ""),
     ]
     if s.get("exchange") == "file" or (s.get("mode") == "backtest" and s.get("data_source") not in (None, "sim")):
         lines.insert(1, f"  data    {s['data_source']} ({s['data_format']}), gaps {s.get('gaps', 0)}")
+    lines += [f"  note    {c}" for c in s.get("caveats") or ()]
+    if s.get("pairs"):
+        from mmrun.messages import pair_lines, read_pair_summaries
+
+        lines += pair_lines(read_pair_summaries(out_dir, s["pairs"]))
+    lines.append(f"  output  {out_dir}")
     print("\n".join(lines), flush=True)
 
 

@@ -43,6 +43,8 @@ class PairOutcome:
     market: Optional[pl.DataFrame]  # record.MARKET_SCHEMA, the rows paper cycles used (None: on disk already)
     errors: int = 0
     fingerprint: str = ""  # sha256 of the market rows (fingerprint_rows)
+    retries: int = 0  # transient exchange errors absorbed by a retry (paper on a real exchange)
+    trades_incomplete: int = 0  # cycles whose public trades could not all be read (ccxt_feed.MAX_TRADE_PAGES)
     events: Optional[pl.DataFrame] = None  # backtests: the events, written in one go
     quotes_dropped: Optional[dict] = None  # quotes not placed, by reason (engine.quotes_dropped)
     labels: Optional[Dict[str, Any]] = None  # summary fields about the data (history.summary_labels); None: the exchange's

@@ -341,9 +341,7 @@ def _formatter(fmt: str):
 
 
 def _save(fig: Any, path: Path) -> None:
-    tmp = Path(path).with_name("." + Path(path).name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, path)
+    replace_atomically(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))
 
 
 def is_optuna_sweep(sweep_dir: Path) -> bool:
@@ -392,3 +390,63 @@ def trials_picture(table: pl.DataFrame, objective: str, direction: str, path: Pa
     fig.tight_layout()
     _save(fig, path)
     return True
+
+
+# ---------------------------------------------------------------- several pairs
+
+
+def write_overview(folder: Path, equities: Sequence[pl.DataFrame], summaries: Sequence[Dict[str, Any]],
+                   root: Dict[str, Any]) -> Optional[Path]:
+    """report.png at the root of a several-pair run: every pair's return over time (% of its
+    starting value) with the total, and every pair's share of value held in base; each pair's
+    own report.png is in its folder. Returns the path, None when no pair has a cycle."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not any(e.height for e in equities):
+        return None
+    fig = Figure(figsize=(11, 7.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax_ret, ax_share = fig.subplots(2, 1, sharex=True, height_ratios=(2.2, 1.2))
+    fig.subplots_adjust(left=0.085, right=0.98, top=0.86, bottom=0.08, hspace=0.22)
+    fees = sum(float(s.get("fees") or 0.0) for s in summaries)
+    status = root.get("status", "")
+    fig.suptitle(
+        f"{len(summaries)} pairs  ·  {root.get('exchange', '')} {root.get('mode', '')}  ·  {status}\n"
+        f"total {float(root.get('initial_value') or 0):,.2f} -> {float(root.get('final_value') or 0):,.2f} "
+        f"({float(root.get('total_return_pct') or 0):+.3f} %)  ·  {root.get('trades', 0)} fills, fees {fees:,.2f}"
+        f"  ·  max drawdown {float(root.get('max_drawdown_pct') or 0):.2f} %",
+        fontsize=10.5,
+    )
+    total = None
+    for eq, s in zip(equities, summaries):
+        if eq.height == 0:
+            continue
+        initial = float(s.get("initial_value") or eq["equity"][0])
+        thin = eq.gather_every(_every(eq.height, MAX_POINTS))
+        t = _times(thin["ts_ms"].to_numpy())
+        ax_ret.plot(t, (thin["equity"].to_numpy() / initial - 1.0) * 100.0, lw=0.9,
+                    label=f"{s.get('pair')} ({float(s.get('total_return_pct') or 0):+.3f} %)")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(thin["equity"].to_numpy() > 0,
+                             thin["base"].to_numpy() * thin["mid"].to_numpy() / thin["equity"].to_numpy(), np.nan)
+        ax_share.plot(t, share * 100.0, lw=0.8, drawstyle="steps-post", label=str(s.get("pair")))
+        part = eq.select("ts_ms", pl.col("equity").alias(str(len(total.columns) if total is not None else 1)))
+        total = part if total is None else total.join(part, on="ts_ms", how="full", coalesce=True)
+    total = total.sort("ts_ms").fill_null(strategy="forward").fill_null(strategy="backward")
+    summed = total.select(pl.sum_horizontal(pl.exclude("ts_ms"))).to_series().to_numpy()
+    initial_total = float(root.get("initial_value") or summed[0])
+    every = _every(total.height, MAX_POINTS)
+    ax_ret.plot(_times(total["ts_ms"].to_numpy()[::every]), (summed[::every] / initial_total - 1.0) * 100.0,
+                color="black", lw=1.4, label=f"all pairs ({float(root.get('total_return_pct') or 0):+.3f} %)")
+    ax_ret.axhline(0.0, color="0.5", lw=0.8, ls="--")
+    ax_ret.set_ylabel("return (% of starting value)")
+    _legend_above(ax_ret, min(6, len(summaries) + 1))
+    ax_ret.grid(alpha=0.25)
+    ax_share.set_ylabel("value held in base (%)")
+    ax_share.set_xlabel("market time (UTC)")
+    _legend_above(ax_share, min(6, len(summaries)))
+    ax_share.grid(alpha=0.25)
+    path = Path(folder) / "report.png"
+    _save(fig, path)
+    return path

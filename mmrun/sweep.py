@@ -257,8 +257,10 @@ def leaderboard(table: pl.DataFrame, swept: Sequence[str], objective: str, direc
     if n_ranked == 0:
         lines.append("  (no job finished with a value to rank)")
     for row in table.filter(pl.col("rank").is_null()).iter_rows(named=True):
-        params = " ".join(f"{k}={_fmt(row[k])}" for k in swept)
-        lines.append(f"  job {row['job']} {row['status']}: {params}: {row['error'] or 'no ' + objective}")
+        # a key the error already starts with ("data.path=x.csv: no such file") is not said twice
+        params = " ".join(f"{k}={_fmt(row[k])}" for k in swept if not str(row["error"] or "").startswith(f"{k}="))
+        lines.append(f"  job {row['job']} {row['status']}: " + (f"{params}: " if params else "")
+                     + f"{row['error'] or 'no ' + objective}")
     return "\n".join(lines)
 
 

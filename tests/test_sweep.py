@@ -99,7 +99,8 @@ def test_leaderboard_shows_the_top_rows_and_every_failure(grid: Path):
                                 "trades", "max_drawdown_pct", "status"]
     assert board[2].split() == ["1", "4", "0.002", "0.01", "0.75", "10", "0.1", "completed"]
     assert board[3].split() == ["2", "1", "0.001", "0.02", "0.25", "20", "0.4", "completed"]
-    assert board[4] == "  job 2 failed: spread=0 sizing.order_size_pct=0.01: spread=0.0 is out of range: allowed 0 < spread < 1"
+    # the error names spread=0.0 itself: the job's spread is not said twice
+    assert board[4] == "  job 2 failed: sizing.order_size_pct=0.01: spread=0.0 is out of range: allowed 0 < spread < 1"
     assert board[5] == "  job 3 failed: spread=0 sizing.order_size_pct=0.02: no summary.json: the job did not finish"
     # hand-made folders have no returns.parquet: nothing to deflate (mmrun/overfit_report.py)
     assert board[6].startswith("  best of 5 trials (job 4, by total_return_pct): Sharpe n/a; total_return_pct 0.75; ")
@@ -219,7 +220,7 @@ def test_a_failed_job_is_a_failed_row_and_the_others_are_kept(tmp_path: Path):
     assert (failed["job"], failed["status"], failed["rank"]) == (1, "failed", None)
     assert failed["error"] == "spread=0.0 is out of range: allowed 0 < spread < 1"
     assert failed["wall_clock_seconds"] is not None  # run_info.json is written for failed jobs too
-    assert "job 1 failed: spread=0: spread=0.0 is out of range" in r.stdout
+    assert "job 1 failed: spread=0.0 is out of range" in r.stdout
 
 
 def test_a_bad_sweep_section_stops_before_any_job(tmp_path: Path):
