@@ -156,3 +156,24 @@ def check_sim(cfg: Any) -> None:
             f"exchange.sim.trade_rate_per_s={rate:g} with intervals.quote_s={quote_s:g} is {rate * quote_s:,.0f} "
             f"trade prints a cycle: allowed at most {MAX_PRINTS_PER_CYCLE:,} on average"
         )
+
+
+# the last instant a run can stamp (ISO-8601 years have four digits), ms since the epoch
+LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+def check_market_times(ts_ms: Any, source: str) -> None:
+    """Market rows stamped from 1970 to the end of year 9999 (what a run's ISO-8601 stamps can
+    say); else a DataError naming the source and the first row outside (row 0 = the first)."""
+    import numpy as np
+
+    from mmrun.errors import DataError
+
+    ts = np.asarray(ts_ms)
+    bad = np.flatnonzero((ts < 0) | (ts > LAST_MS))
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(
+            f"{source}: row {i}: its time {int(ts[i])} ms since the epoch (a candle's close) is outside "
+            "1970-01-01 .. 9999-12-31T23:59:59.999Z"
+        )

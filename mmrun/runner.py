@@ -170,11 +170,13 @@ def _install_stop_handlers(stop: asyncio.Event) -> None:
 def _run_backtests(cfg: Any, specs: List[PairSpec], checked: Dict[str, Any]) -> List[PairOutcome]:
     """checked: filled with validation.json's entry per pair under sweep.holdout / sweep.folds."""
     from mmrun.backtest import run_backtest
+    from mmrun.limits import check_market_times
 
     outcomes = []
     for spec in specs:
         market = backtest_market(cfg, spec.pair)
         ts = np.asarray(market.rows["ts_ms"])
+        check_market_times(ts, f"data.path={cfg.data.path}" if cfg.data.path else f"{cfg.exchange.id} {spec.pair}")
         dt_s = float(np.median(np.diff(ts))) / 1000.0 if len(ts) > 1 else None
         params = build_params(cfg, spec.capital, market.tick, dt_s=dt_s, rules=market.rules)
         replay = lambda r, spec=spec, params=params: run_backtest(spec.pair, params, engine.make_state(0.0, spec.capital, params), r)  # noqa: E731

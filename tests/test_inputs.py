@@ -220,3 +220,12 @@ def test_a_spread_far_from_the_mid_warns():
     assert "0.002 = 0.2 %" in warning
     assert reach_warnings(SimpleNamespace(spread=0.002, strategy=cfg.strategy)) == []
     assert reach_warnings(SimpleNamespace(spread=0.2, strategy=SimpleNamespace(name="avellaneda_stoikov"))) == []
+
+
+def test_market_rows_past_year_9999_are_one_line(monkeypatch, capsys, tmp_path):
+    far = 253_402_300_800_000 - 5 * 60_000  # five minutes before 10000-01-01
+    lines = ["timestamp,open,high,low,close,volume"] + [f"{far + i * 60_000},100,101,99,100,5" for i in range(10)]
+    (tmp_path / "far.csv").write_text("\n".join(lines) + "\n")
+    code, err = run_main(monkeypatch, capsys, tmp_path, "mode=backtest", f"data.path={tmp_path / 'far.csv'}")
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"mmrun: error: data.path={tmp_path / 'far.csv'}: row 4: ") and "9999-12-31" in err[0]
