@@ -288,6 +288,7 @@ def heatmap_picture(table: pl.DataFrame, swept: Sequence[str], objective: str, d
     if len(swept) != 2 or len(numeric) != 2:
         return False
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import TwoSlopeNorm
     from matplotlib.figure import Figure
 
     xk, yk = swept
@@ -316,7 +317,7 @@ def heatmap_picture(table: pl.DataFrame, swept: Sequence[str], objective: str, d
                 else:
                     r, g, b, _ = cmap(norm(v))
                     text, colour = fmt.format(v), ("white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black")
-                ax.text(xi, yi, text, ha="center", va="center", fontsize=8, color=colour)
+                ax.text(xi, yi, text, ha="center", va="center", fontsize=9, color=colour)
     else:
         ok = np.isfinite(z)
         im = ax.scatter(x[ok], y[ok], c=z[ok], cmap=cmap, norm=norm, s=30)
@@ -324,6 +325,8 @@ def heatmap_picture(table: pl.DataFrame, swept: Sequence[str], objective: str, d
             ax.scatter(x[~ok], y[~ok], marker="x", color="grey", label="failed")
             ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False, fontsize=8)
     bar = fig.colorbar(im, ax=ax, label=objective)
+    if isinstance(norm, TwoSlopeNorm):  # each half of the bar spans its own sign's range: ticks on both
+        bar.set_ticks([norm.vmin, norm.vmin / 2, 0.0, norm.vmax / 2, norm.vmax])
     bar.formatter = _formatter(fmt)
     bar.update_ticks()
     ax.set_xlabel(xk)

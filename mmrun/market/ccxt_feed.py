@@ -625,8 +625,10 @@ class CcxtFeed:
             except (TemporaryError, ExchangeUnavailable) as e:
                 failures.append(e)
                 if i + 1 < len(self.sources):
-                    log.warning("%s: %s failed (%s); trying %s", self.pair, src.client.name, e,
-                                self.sources[i + 1].client.name)
+                    text = str(e)  # names the source already when it starts with it
+                    said = text if text.startswith(src.client.name) else f"{src.client.name}: {text}"
+                    said = said if self.pair in said else f"{self.pair}: {said}"
+                    log.warning("%s failed; trying %s", said, self.sources[i + 1].client.name)
                 continue
             except ConfigError as e:  # a fallback that does not list the pair
                 failures.append(TemporaryError(str(e)))
