@@ -348,12 +348,20 @@ def _save(fig: Any, path: Path) -> None:
 
 
 def is_optuna_sweep(sweep_dir: Path) -> bool:
-    """Whether the sweep folder's multirun.yaml names Hydra's Optuna sweeper."""
-    try:
-        text = (Path(sweep_dir) / "multirun.yaml").read_text()
-    except OSError:
-        return False
-    return "optuna" in text.lower() and "sweeper" in text.lower()
+    """Whether the sweep ran Hydra's Optuna sweeper: its optimization_results.yaml, or the
+    sweeper named in multirun.yaml or in a job's .hydra/hydra.yaml."""
+    d = Path(sweep_dir)
+    if (d / "optimization_results.yaml").is_file():
+        return True
+    candidates = [d / "multirun.yaml"] + sorted(d.glob("*/.hydra/hydra.yaml"))[:1]
+    for path in candidates:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        if "hydra_optuna_sweeper" in text:
+            return True
+    return False
 
 
 def trials_picture(table: pl.DataFrame, objective: str, direction: str, path: Path) -> bool:

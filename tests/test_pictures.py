@@ -111,3 +111,15 @@ def test_an_optuna_search_gets_its_trials_picture(tmp_path):
     assert trials_picture(table, "total_return_pct", "maximize", path)
     assert path.read_bytes()[:8] == PNG
     assert not trials_picture(table.head(0), "total_return_pct", "maximize", tmp_path / "none.png")
+
+
+def test_an_optuna_sweep_is_told_by_its_files(tmp_path):
+    from mmrun.report import is_optuna_sweep
+
+    assert not is_optuna_sweep(tmp_path)
+    (tmp_path / "0" / ".hydra").mkdir(parents=True)
+    (tmp_path / "0" / ".hydra" / "hydra.yaml").write_text("sweeper:\n  _target_: hydra._internal.core_plugins.basic_sweeper.BasicSweeper\n")
+    assert not is_optuna_sweep(tmp_path)
+    (tmp_path / "0" / ".hydra" / "hydra.yaml").write_text(
+        "sweeper:\n  _target_: hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper\n")
+    assert is_optuna_sweep(tmp_path)
