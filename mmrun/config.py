@@ -192,7 +192,7 @@ def pair_specs(cfg: Any) -> List[PairSpec]:
                 raise ConfigError(
                     f"pairs[{i}]={text!r}: the capital after '@' must be a number, e.g. ETH/USDT@5000"
                 ) from None
-            _check(f"pairs[{i}] capital", capital, capital > 0 and math.isfinite(capital), "> 0")
+            _check(f"pairs[{i}] capital", capital, 0 < capital <= 1e15, "> 0 and at most 1e15 (quote currency)")
         specs.append(PairSpec(pair, capital))
     names = [s.pair for s in specs]
     dup = sorted({n for n in names if names.count(n) > 1})

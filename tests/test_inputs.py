@@ -67,6 +67,8 @@ ABSURD = [
     (["exchange=binance", "exchange.max_data_age_s=0"], "exchange.max_data_age_s"),
     (["sweep.top=0"], "sweep.top"),
     (["hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs"),
+    (["pairs=[BTC/USDT@inf,ETH/USDT]"], "pairs[0] capital"),
+    (["pairs=[BTC/USDT,ETH/USDT@nan]"], "pairs[1] capital"),
     ([f"pair={LONG}/USDT"], "pair"),
     ([f"pairs=[BTC/USDT,{LONG}/USDT]"], "pairs[1]"),
     ([f"exchange.sim.prices.{LONG}=1"], "exchange.sim.prices."),
