@@ -76,6 +76,7 @@ class FeesConfig:
 class RunConfig:
     max_ticks: Optional[int] = None
     log_quotes: Optional[bool] = None
+    start: str = "quote"  # quote: all capital in quote | target: split by strategy.target_base_share at the first mid
 
 
 @dataclass
@@ -247,6 +248,9 @@ def validate(cfg: Any) -> List[PairSpec]:
     _one_of("fills.model", cfg.fills.model, FILL_MODELS)
     check_strategy(cfg.strategy)
     _one_of("sizing.name", cfg.sizing.name, SIZINGS)
+    from mmrun.inputs import check_start
+
+    check_start(cfg)
     specs = pair_specs(cfg)
     ex = cfg.exchange
     if ex.id == "sim":

@@ -15,6 +15,7 @@ The rewritten overrides are what Hydra records in `.hydra/overrides.yaml`.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from decimal import Decimal, InvalidOperation
@@ -222,3 +223,43 @@ def check_launcher_args(argv: Sequence[str]) -> None:
                     f"hydra.launcher.n_jobs={item} is out of range: allowed a whole number from 1 to 4096 "
                     "(jobs at a time), or -1 for one per core"
                 )
+
+
+# ---------------------------------------------------------------- the starting inventory
+
+STARTS = ("quote", "target")
+
+
+def check_start(cfg: Any) -> None:
+    """run.start: `quote` (every run's default: all capital in quote) or `target` (capital split
+    by strategy.target_base_share at the first mid), which needs a strategy with a target and
+    the first mid before the run (the simulated exchange, or a backtest). Raises ConfigError."""
+    from mmrun.errors import ConfigError
+
+    start = cfg.run.get("start", "quote") if hasattr(cfg.run, "get") else getattr(cfg.run, "start", "quote")
+    if start not in STARTS:
+        raise ConfigError(f"run.start={start!r} is not allowed: choose one of {', '.join(STARTS)}")
+    if start == "quote":
+        return
+    share = cfg.strategy.get("target_base_share") if hasattr(cfg.strategy, "get") else None
+    if share is None:
+        raise ConfigError(
+            f"run.start=target needs a strategy with a target inventory (strategy.target_base_share: "
+            f"inventory_skew, avellaneda_stoikov); strategy={cfg.strategy.name} has none"
+        )
+    if cfg.mode == "paper" and cfg.exchange.id != "sim":
+        raise ConfigError("run.start=target needs the first mid before the run: use it on exchange=sim or in a backtest")
+
+
+def start_balances(cfg: Any, capital: float, first_mid: Any) -> tuple:
+    """(base, quote) a pair starts with: (0, capital) for run.start=quote; for run.start=target
+    capital x target_base_share in base at the first mid (first_mid: a function returning it,
+    called only then) and the rest in quote, so the starting value is still `capital`."""
+    start = cfg.run.get("start", "quote") if hasattr(cfg.run, "get") else getattr(cfg.run, "start", "quote")
+    if start != "target":
+        return 0.0, float(capital)
+    share = float(cfg.strategy.target_base_share)
+    mid = float(first_mid())
+    if not (mid > 0 and math.isfinite(mid)):
+        return 0.0, float(capital)
+    return float(capital) * share / mid, float(capital) * (1.0 - share)

@@ -18,6 +18,7 @@ import polars as pl
 from mmrun import __version__
 from mmrun.config import PairSpec
 from mmrun.errors import ConfigError, OutputError, RunFailed
+from mmrun.inputs import start_balances
 from mmrun.messages import caveats
 from mmrun.record import read_events, safe_name, write_csv, write_json, write_parquet
 from mmrun.recorder import PairOutcome, discard_journals
@@ -136,7 +137,10 @@ def write_market_info(path: Path, cfg: Any, pair: str, feed: Any) -> None:
 def pair_summary(cfg: Any, spec: PairSpec, out: PairOutcome) -> Dict[str, Any]:
     # every pair starts all in quote: its capital is the value before the first cycle
     stats = compute_stats(out.equity, out.fills, initial_value=spec.capital)
-    stats.update(trading_stats(out.equity, out.fills, initial_value=spec.capital, fill_model=cfg.fills.model))
+    first_mid = lambda: float(out.equity["mid"][0])  # noqa: E731
+    initial_base = start_balances(cfg, spec.capital, first_mid)[0] if out.equity.height else 0.0
+    stats.update(trading_stats(out.equity, out.fills, initial_value=spec.capital, initial_base=initial_base,
+                               fill_model=cfg.fills.model))
     ts = out.equity["ts_ms"]
     from mmrun.market.history import summary_labels
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from mmrun import engine, validation
 from mmrun.config import PairSpec, validate
+from mmrun.inputs import start_balances
 from mmrun.maker import MarketMaker
 from mmrun.market.source import PaperMarket, backtest_market, paper_market
 from mmrun.output import import_plotting, pair_dirs, print_summary, write_market_info, write_outputs, write_run_info
@@ -57,6 +58,12 @@ def _rule_kwargs(rules: Any) -> Dict[str, float]:
 # ---------------------------------------------------------------- paper mode
 
 
+def _first_sim_mid(feed: Any) -> float:
+    """The simulated market's first mid (run.start=target): its first row, generated again."""
+    rows = feed.market.frame_arrays(1)
+    return (float(rows["bid"][0]) + float(rows["ask"][0])) / 2.0
+
+
 async def _run_paper(cfg: Any, specs: List[PairSpec], dirs: Dict[str, Path]) -> List[PairOutcome]:
     stop = asyncio.Event()
     _install_stop_handlers(stop)
@@ -84,7 +91,7 @@ async def _run_paper(cfg: Any, specs: List[PairSpec], dirs: Dict[str, Path]) -> 
                 MarketMaker(
                     spec.pair,
                     params,
-                    engine.make_state(0.0, spec.capital, params),
+                    engine.make_state(*start_balances(cfg, spec.capital, lambda: _first_sim_mid(market.feed)), params),
                     market.feed,
                     market.clock,
                     events,
@@ -179,7 +186,11 @@ def _run_backtests(cfg: Any, specs: List[PairSpec], checked: Dict[str, Any]) -> 
         check_market_times(ts, f"data.path={cfg.data.path}" if cfg.data.path else f"{cfg.exchange.id} {spec.pair}")
         dt_s = float(np.median(np.diff(ts))) / 1000.0 if len(ts) > 1 else None
         params = build_params(cfg, spec.capital, market.tick, dt_s=dt_s, rules=market.rules)
-        replay = lambda r, spec=spec, params=params: run_backtest(spec.pair, params, engine.make_state(0.0, spec.capital, params), r)  # noqa: E731
+        def replay(r, spec=spec, params=params):
+            # run.start=target: the split is made at the first mid of the rows replayed
+            first_mid = lambda: (float(r["bid"][0]) + float(r["ask"][0])) / 2.0  # noqa: E731
+            return run_backtest(spec.pair, params, engine.make_state(*start_balances(cfg, spec.capital, first_mid), params), r)
+
         # sweep.holdout / sweep.folds: the run replays the searched part; the rest is checked aside
         rows, check = validation.split_run(cfg, spec.pair, market.rows, replay, spec.capital)
         outcomes.append(replay(rows))

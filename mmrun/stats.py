@@ -31,8 +31,9 @@ def periods_per_year(ts_ms: np.ndarray) -> float:
 def with_start(equity: np.ndarray, ts_ms: np.ndarray, initial_value: Optional[float]):
     """(equity, ts_ms) with the value before the first cycle prepended when the first row has
     already moved from it (`fills=instant` trades in the first cycle), one cycle (the median
-    spacing) before the first row; unchanged otherwise (the first row is the start)."""
-    if initial_value is None or equity.size == 0 or float(equity[0]) == float(initial_value):
+    spacing) before the first row; unchanged otherwise (the first row is the start, to within
+    1e-9 of it: a run.start=target split revalued at the first mid)."""
+    if initial_value is None or equity.size == 0 or abs(float(equity[0]) - float(initial_value)) <= 1e-9 * abs(initial_value):
         return equity, ts_ms
     step = int(np.median(np.diff(ts_ms))) if ts_ms.size > 1 else 0
     return (np.concatenate([[float(initial_value)], equity]),

@@ -231,3 +231,36 @@ def test_market_rows_past_year_9999_are_one_line(monkeypatch, capsys, tmp_path):
     code, err = run_main(monkeypatch, capsys, tmp_path, "mode=backtest", f"data.path={tmp_path / 'far.csv'}")
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith(f"mmrun: error: data.path={tmp_path / 'far.csv'}: row 4: ") and "9999-12-31" in err[0]
+
+
+def test_run_start_target_splits_capital_by_the_target_at_the_first_mid(monkeypatch, capsys, tmp_path):
+    import json
+
+    import polars as pl
+
+    from mmrun import __main__ as entry
+
+    monkeypatch.setattr(sys, "argv", ["mmrun", "mode=backtest", "strategy=inventory_skew", "strategy.target_base_share=0.4",
+                                      "run.start=target", "run.max_ticks=200", f"hydra.run.dir={tmp_path}"])
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    entry.main()
+    equity = pl.read_parquet(tmp_path / "equity.parquet")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    mid0, mid_last = equity["mid"][0], equity["mid"][-1]
+    # the first row (nothing fills before it under touch) holds the split: 40 % in base at the first mid
+    assert equity["base"][0] == pytest.approx(10_000 * 0.4 / mid0, rel=1e-12)
+    assert equity["quote"][0] == pytest.approx(6_000.0, rel=1e-12)
+    assert equity["equity"][0] == pytest.approx(10_000.0, rel=1e-12)
+    assert summary["initial_value"] == 10_000.0
+    # holding the starting portfolio: 4,000 of base revalued, 6,000 of quote
+    assert summary["hold_value"] == pytest.approx(4_000 * mid_last / mid0 + 6_000, rel=1e-12)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run.start=target"], "run.start=target needs a strategy with a target inventory"),
+    (["run.start=target", "strategy=inventory_skew", "exchange=binance"], "run.start=target needs the first mid"),
+    (["run.start=half"], "run.start='half' is not allowed: choose one of quote, target"),
+])
+def test_run_start_refusals_are_one_line(monkeypatch, capsys, tmp_path, args, message):
+    code, lines = run_main(monkeypatch, capsys, tmp_path, *args)
+    assert code == 2 and len(lines) == 1 and message in lines[0], lines
