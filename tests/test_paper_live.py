@@ -238,7 +238,7 @@ def test_lot_and_min_notional(fake, tmp_path, caplog):
     assert small["ticks"] == 2
     assert "QUOTE" not in read_events(tmp_path / "small" / "events.csv")["event_type"].to_list()
     said = [r.getMessage() for r in caplog.records if "not placed" in r.getMessage()]
-    assert said == ["BTC/USDT: quotes not placed: order value 3.60 below the exchange's minimum notional 5 "
+    assert said == ["BTC/USDT: quotes not placed: order value 3.60 USDT below the exchange's minimum notional 5 "
                     "(the exchange would reject them)"]
 
 
