@@ -159,6 +159,7 @@ def pair_summary(cfg: Any, spec: PairSpec, out: PairOutcome) -> Dict[str, Any]:
         "retries": out.retries,
         "trades_incomplete": out.trades_incomplete,
         **({"caveats": caveats(cfg.fills.model)} if caveats(cfg.fills.model) else {}),
+        **({"initial_base": initial_base} if initial_base else {}),  # run.start=target: base held at the start
         "seed": cfg.seed,
         "data_fingerprint": out.fingerprint,
         "strategy": cfg.strategy.name,

@@ -137,14 +137,15 @@ def _legend_above(ax: Any, ncol: int) -> None:
 
 
 def draw(equity: pl.DataFrame, fills: pl.DataFrame, title: str, initial_value: float,
-         pair: Optional[str] = None, strategy: Any = None):
+         pair: Optional[str] = None, strategy: Any = None, initial_base: float = 0.0):
     """The report's matplotlib Figure: price with our quotes and fills, inventory, value
     (three panels sharing the market-time axis, in the pair's currencies).
 
     pair ('BTC/USDT') labels the axes; strategy (its config) gives the levels drawn: with
     n > 1 levels, the band from each side's best quote to its level n, whose distance from
     the best is (n - 1) x level_spread_step / 2 of the mid (strategy.ladder's rule; the
-    recorded frames hold each side's best quote only).
+    recorded frames hold each side's best quote only). initial_base: base units held at the
+    start (run.start=target), so that holding the starting portfolio moves with the mid.
     """
     from matplotlib.figure import Figure
 
@@ -193,8 +194,12 @@ def draw(equity: pl.DataFrame, fills: pl.DataFrame, title: str, initial_value: f
     ax_inv.grid(alpha=0.25)
 
     ax_eq.plot(t, eq["equity"].to_numpy(), color="tab:purple", lw=1.0, label="equity")
-    ax_eq.axhline(initial_value, color="0.45", lw=0.9, ls="--", label="holding the starting portfolio")
     first_mid = float(equity["mid"][0])
+    if initial_base:
+        ax_eq.plot(t, initial_value + initial_base * (mid - first_mid), color="0.45", lw=0.9, ls="--",
+                   label="holding the starting portfolio")
+    else:
+        ax_eq.axhline(initial_value, color="0.45", lw=0.9, ls="--", label="holding the starting portfolio")
     if first_mid > 0:
         ax_eq.plot(t, initial_value * mid / first_mid, color="tab:orange", lw=0.8, alpha=0.8,
                    label=f"buy & hold (all in {base_ccy} at the start)")
@@ -213,7 +218,7 @@ def write_report(folder: Path, equity: pl.DataFrame, fills: pl.DataFrame, summar
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     fig = draw(equity, fills, title_text(summary, strategy, spread), float(summary.get("initial_value") or 0.0),
-               pair=summary.get("pair"), strategy=strategy)
+               pair=summary.get("pair"), strategy=strategy, initial_base=float(summary.get("initial_base") or 0.0))
     FigureCanvasAgg(fig)
     path = Path(folder) / "report.png"
     # light compression: a few more KB, a quarter less time

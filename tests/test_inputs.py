@@ -270,7 +270,7 @@ def test_run_start_target_splits_capital_by_the_target_at_the_first_mid(monkeypa
     assert equity["base"][0] == pytest.approx(10_000 * 0.4 / mid0, rel=1e-12)
     assert equity["quote"][0] == pytest.approx(6_000.0, rel=1e-12)
     assert equity["equity"][0] == pytest.approx(10_000.0, rel=1e-12)
-    assert summary["initial_value"] == 10_000.0
+    assert summary["initial_value"] == 10_000.0 and summary["initial_base"] == equity["base"][0]
     # holding the starting portfolio: 4,000 of base revalued, 6,000 of quote
     assert summary["hold_value"] == pytest.approx(4_000 * mid_last / mid0 + 6_000, rel=1e-12)
 
