@@ -255,7 +255,8 @@ def start_balances(cfg: Any, capital: float, first_mid: Any) -> tuple:
     """(base, quote) a pair starts with: (0, capital) for run.start=quote; for run.start=target
     capital x target_base_share in base at the first mid (first_mid: a function returning it,
     called only then) and the rest in quote, so the starting value is still `capital`."""
-    start = cfg.run.get("start", "quote") if hasattr(cfg.run, "get") else getattr(cfg.run, "start", "quote")
+    run = getattr(cfg, "run", None)
+    start = run.get("start", "quote") if hasattr(run, "get") else getattr(run, "start", "quote")
     if start != "target":
         return 0.0, float(capital)
     share = float(cfg.strategy.target_base_share)

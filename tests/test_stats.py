@@ -139,6 +139,8 @@ def test_the_whole_summary_of_a_hand_made_run():
         "data_source": "sim",
         "data_format": "simulated market",
         "gaps": 0,
+        "retries": 0,
+        "trades_incomplete": 0,
         "seed": 7,
         "data_fingerprint": "f",
         "strategy": "symmetric",
