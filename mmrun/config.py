@@ -358,7 +358,7 @@ OBJECTIVES = (
     "total_return_pct", "pnl", "final_value", "sharpe", "max_drawdown_pct", "trades", "buys", "sells",
     "volume_quote", "fees", "errors", "ticks", "final_quote", "final_base", "initial_value", "sortino",
     "pnl_vs_hold", "hold_value", "market_return_pct", "spread_captured_bps", "markout_1_bps", "markout_10_bps",
-    "avg_inventory_base", "avg_inventory_share", "turnover", "fill_ratio", "gaps",
+    "avg_inventory_base", "avg_inventory_share", "turnover", "fill_ratio", "gaps", "retries", "trades_incomplete",
 )
 DIRECTIONS = ("maximize", "minimize")
 
