@@ -185,6 +185,16 @@ def exchange_hint(word: str, known: Sequence[str]) -> str:
 
 # ---------------------------------------------------------------- warnings
 
+def _uses_spread(strategy: Any) -> bool:
+    """Whether the strategy prices from the top-level `spread` (its registration says so)."""
+    try:
+        from mmrun.strategies import resolve
+
+        return bool(resolve(strategy)[0].uses_spread)
+    except Exception:  # a hand-made config (tests) or a strategy that cannot be loaded here
+        return getattr(strategy, "name", "") != "avellaneda_stoikov"
+
+
 FAR_SPREAD = 0.05  # a total spread this wide or wider quotes 2.5 % or more from the mid
 
 
@@ -192,8 +202,8 @@ def reach_warnings(cfg: Any) -> List[str]:
     """Settings that run but can hardly ever fill: quotes far from the mid (spread given as a
     percentage by mistake, e.g. spread=0.2 for 0.2 %)."""
     st = cfg.strategy
-    if getattr(st, "name", "") == "avellaneda_stoikov":
-        return []  # prices its own spread: the top-level `spread` is not used
+    if not _uses_spread(st):
+        return []  # the strategy prices its own spread: the top-level `spread` is not used
     spread = float(cfg.spread)
     if spread < FAR_SPREAD:
         return []
