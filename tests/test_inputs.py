@@ -244,12 +244,12 @@ def test_a_spread_far_from_the_mid_warns():
 
 
 def test_market_rows_past_year_9999_are_one_line(monkeypatch, capsys, tmp_path):
-    far = 253_402_300_800_000 - 5 * 60_000  # five minutes before 10000-01-01
-    lines = ["timestamp,open,high,low,close,volume"] + [f"{far + i * 60_000},100,101,99,100,5" for i in range(10)]
+    # one-minute candles opening 9999-12-31T23:50 .. 23:59: the last one closes in the year 10000
+    lines = ["timestamp,open,high,low,close,volume"] + [f"9999-12-31T23:5{i}:00Z,100,101,99,100,5" for i in range(10)]
     (tmp_path / "far.csv").write_text("\n".join(lines) + "\n")
     code, err = run_main(monkeypatch, capsys, tmp_path, "mode=backtest", f"data.path={tmp_path / 'far.csv'}")
     assert code == 2 and len(err) == 1, err
-    assert err[0].startswith(f"mmrun: error: data.path={tmp_path / 'far.csv'}: row 4: ") and "9999-12-31" in err[0]
+    assert err[0].startswith(f"mmrun: error: data.path={tmp_path / 'far.csv'}: row 9: ") and "9999-12-31" in err[0]
 
 
 def test_run_start_target_splits_capital_by_the_target_at_the_first_mid(monkeypatch, capsys, tmp_path):
