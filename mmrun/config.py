@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -100,7 +101,8 @@ class SweepConfig:
 
     objective: str = "total_return_pct"  # a numeric summary.json field (OBJECTIVES)
     direction: str = "maximize"  # maximize | minimize: which end of the objective ranks first
-    top: int = 10  # leaderboard rows printed when a sweep ends
+    top: int = 10  # leaderboard rows printed when a sweep ends; with lean outputs, also re-run into full folders
+    outputs: str = "lean"  # lean: a job folder keeps .hydra/, summary.json, events.parquet, its log | full: every file
     holdout: float = 0.0  # backtests: fraction of the data's time span kept out of the search, at its end (0 = off)
     folds: int = 0  # backtests: walk-forward folds over the searched span (0 = off); mmrun/validation.py
     fold_window: str = "anchored"  # anchored: train on every earlier block | rolling: on the block before
@@ -229,13 +231,23 @@ def _unknown_keys(cfg: Any) -> None:
             child, child_schema = node._get_node(key), schema._get_node(key)
             child_type = OmegaConf.get_type(child) if isinstance(child, DictConfig) else None
             if dataclasses.is_dataclass(child_type) and child_type is not OmegaConf.get_type(child_schema):
-                child_schema = OmegaConf.structured(child_type)  # a group option's own schema (a strategy's keys)
+                child_schema = _schema(child_type)  # a group option's own schema (a strategy's keys)
             if isinstance(child, DictConfig) and isinstance(child_schema, DictConfig):
                 if not (child._is_missing() or child._is_none() or child_schema._is_none()):
                     walk(child, child_schema, full + ".")
 
     if OmegaConf.is_config(cfg):
-        walk(cfg, OmegaConf.structured(Config), "")
+        walk(cfg, _schema(Config), "")
+
+
+@functools.lru_cache(maxsize=None)
+def _schema(node_type: type) -> Any:
+    """A dataclass schema as a (read-only) config, built once per process: a sweep validates every job."""
+    from omegaconf import OmegaConf
+
+    schema = OmegaConf.structured(node_type)
+    OmegaConf.set_readonly(schema, True)
+    return schema
 
 
 def validate(cfg: Any) -> List[PairSpec]:
@@ -361,6 +373,7 @@ OBJECTIVES = (
     "avg_inventory_base", "avg_inventory_share", "turnover", "fill_ratio", "gaps", "retries", "trades_incomplete",
 )
 DIRECTIONS = ("maximize", "minimize")
+SWEEP_OUTPUTS = ("lean", "full")  # what a sweep job's folder keeps (sweep.outputs)
 
 
 def check_sweep(sweep: Any) -> None:
@@ -372,6 +385,7 @@ def check_sweep(sweep: Any) -> None:
         )
     _one_of("sweep.direction", sweep.direction, DIRECTIONS)
     _check("sweep.top", sweep.top, 1 <= sweep.top <= 100_000, "a whole number from 1 to 100000")
+    _one_of("sweep.outputs", getattr(sweep, "outputs", "lean"), SWEEP_OUTPUTS)
     from mmrun.validation import check_settings
 
     check_settings(sweep)
