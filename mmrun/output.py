@@ -5,6 +5,7 @@ runner.py builds and runs the pairs; everything that lands in the run folder is 
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
@@ -189,13 +190,21 @@ def _iso(ts_ms: int) -> str:
     return iso_ms(int(ts_ms))
 
 
-def write_pair(folder: Path, out: PairOutcome) -> None:
-    """The pair's frames: events (CSV if not streamed, always Parquet), equity, market."""
+def write_pair(folder: Path, out: PairOutcome, lean: bool = False) -> None:
+    """The pair's frames: events (CSV if not streamed, always Parquet), equity, market.
+
+    lean (a sweep job with sweep.outputs=lean): events.parquet alone; a paper run's streamed
+    events.csv is removed once events.parquet holds its rows (market.parquet stays)."""
     if out.events is not None:
-        write_csv(out.events, folder / "events.csv")
+        if not lean:
+            write_csv(out.events, folder / "events.csv")
         write_parquet(out.events, folder / "events.parquet")
     else:
         write_parquet(read_events(folder / "events.csv"), folder / "events.parquet")
+        if lean:
+            (folder / "events.csv").unlink()
+    if lean:
+        return
     write_parquet(out.equity, folder / "equity.parquet")
     if out.market is not None:
         write_parquet(out.market, folder / "market.parquet")
@@ -264,19 +273,22 @@ def _picture(cfg: Any, folder: Path, out: PairOutcome, summary: Dict[str, Any]) 
 
 
 def write_outputs(cfg: Any, specs: List[PairSpec], outcomes: List[PairOutcome], dirs: Dict[str, Path],
-                  out_dir: Path) -> Dict[str, Any]:
+                  out_dir: Path, lean: bool = False) -> Dict[str, Any]:
     """Every pair's frames, summary.json and report.png, and for several pairs the root
-    summary.json; returns the (root) summary."""
+    summary.json; returns the (root) summary. lean: a lean sweep job (write_pair), no picture."""
     summaries = []
     for spec, out in zip(specs, outcomes):
         summary = pair_summary(cfg, spec, out)
         # the picture is drawn while the frames are written (Polars writes without the GIL)
-        picture = threading.Thread(target=_picture, args=(cfg, dirs[spec.pair], out, summary), name="mmrun-report")
-        picture.start()
-        write_pair(dirs[spec.pair], out)
+        picture = None
+        if not lean:
+            picture = threading.Thread(target=_picture, args=(cfg, dirs[spec.pair], out, summary), name="mmrun-report")
+            picture.start()
+        write_pair(dirs[spec.pair], out, lean)
         write_json(summary, dirs[spec.pair] / "summary.json")
         discard_journals(dirs[spec.pair])  # a paper run's: its files are written now
-        picture.join()
+        if picture is not None:
+            picture.join()
         summaries.append(summary)
     if len(specs) == 1:
         return summaries[0]
@@ -335,6 +347,7 @@ def write_run_info(out_dir: Path, wall_start: float, cpu_start: Optional[float] 
     return wall_s
 
 
+@functools.lru_cache(maxsize=1)
 def _versions() -> Dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 

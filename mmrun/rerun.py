@@ -115,13 +115,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return int(exc.code) if isinstance(exc.code, int) else 1
     finally:
         sys.argv = saved_argv
-    different = [name for name in COMPARED if not _same(folder / name, out / name)]
-    for name in COMPARED:
+    compared = compared_files(folder)
+    different = [name for name in compared if not _same(folder / name, out / name)]
+    for name in compared:
         print(f"  {name:<13} {'different' if name in different else 'identical'}", flush=True)
     if different:
         print(f"mmrun: the re-run differs from {folder} in {', '.join(different)}", file=sys.stderr)
         return 1
     return 0
+
+
+def compared_files(folder: Path) -> List[str]:
+    """The files compared byte for byte: events.csv and summary.json; a lean sweep job's folder
+    (no events.csv) is compared on events.parquet instead."""
+    if not (folder / "events.csv").is_file() and (folder / "events.parquet").is_file():
+        return ["events.parquet", "summary.json"]
+    return list(COMPARED)
 
 
 def _same(a: Path, b: Path) -> bool:

@@ -204,9 +204,13 @@ def run(cfg: Any, out_dir: Path) -> Dict[str, Any]:
     """Run the configured market maker(s) into out_dir; return the (root) summary."""
     wall_start, cpu_start = time.time(), time.process_time()
     specs = validate(cfg)
+    from mmrun.launch import in_sweep, lean_outputs
+
+    lean = lean_outputs(cfg)  # a sweep job's lean folder: no picture (sweep.outputs)
     # report.png needs matplotlib (about 0.3 s to import): import it beside the run's own work
     # (file reading and Parquet writing release the GIL) instead of after it.
-    threading.Thread(target=import_plotting, name="mmrun-import-plotting", daemon=True).start()
+    if not lean:
+        threading.Thread(target=import_plotting, name="mmrun-import-plotting", daemon=True).start()
     from mmrun.config import config_warnings
 
     for warning in config_warnings(cfg):
@@ -218,8 +222,9 @@ def run(cfg: Any, out_dir: Path) -> Dict[str, Any]:
         outcomes = asyncio.run(_run_paper(cfg, specs, dirs))
     else:
         outcomes = _run_backtests(cfg, specs, checked)
-    root = write_outputs(cfg, specs, outcomes, dirs, out_dir)
+    root = write_outputs(cfg, specs, outcomes, dirs, out_dir, lean)
     validation.write_outputs(cfg, out_dir, outcomes, checked)  # returns.parquet (+ validation.json): the sweep's PBO
     wall_s = write_run_info(out_dir, wall_start, cpu_start)
-    print_summary(root, out_dir, wall_s)
+    if not in_sweep():  # a sweep shows its progress and a leaderboard instead
+        print_summary(root, out_dir, wall_s)
     return root

@@ -10,7 +10,9 @@ and writes, at the sweep's root:
 - `heatmap.png`: the objective over the two swept parameters, when exactly two numeric
   parameters are swept;
 
-and prints a leaderboard of the top `sweep.top` rows. It reads files, not Hydra's in-memory
+and prints a leaderboard of the top `sweep.top` rows. With lean job folders (`sweep.outputs=lean`,
+the default) those top jobs are first re-run into full folders, `top/<job>/` (events.csv,
+equity.parquet, report.png, ...), and the `full_folder` column and the leaderboard point at them. It reads files, not Hydra's in-memory
 job returns, so it works the same for every launcher (joblib, Ray, submitit) and sweeper
 (grid, Optuna), and `python -m mmrun.sweep SWEEP_DIR` rebuilds the report of any sweep folder.
 """
@@ -22,9 +24,9 @@ import json
 import logging
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import polars as pl
 import yaml
@@ -39,6 +41,9 @@ log = logging.getLogger("mmrun.sweep")
 
 SUMMARY_CSV = "sweep_summary.csv"
 SUMMARY_PARQUET = "sweep_summary.parquet"
+TOP_DIR = "top"  # <sweep>/top/<job>: the full re-runs of the best jobs of a lean sweep
+# libyaml's parser when PyYAML has it: a 10,000-job sweep reads 20,000 small YAML files
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 HEATMAP_PNG = "heatmap.png"
 # Metrics shown in the leaderboard beside the objective (when the summaries have them).
 BOARD_METRICS = ("total_return_pct", "pnl", "trades", "max_drawdown_pct", "sharpe")
@@ -56,6 +61,7 @@ class Job:
     overrides: Dict[str, Any]  # override key -> typed value, in the order given
     summary: Dict[str, Any]  # summary.json; {} if the job wrote none
     wall_clock_seconds: Optional[float]  # from run_info.json; None if the job wrote none
+    lines: List[str] = field(default_factory=list)  # the override strings, as in .hydra/overrides.yaml
 
 
 @dataclass
@@ -115,10 +121,11 @@ def read_jobs(sweep_dir: Path) -> List[Job]:
         folder = hydra_yaml.parent.parent
         try:
             with open(hydra_yaml, encoding="utf-8") as f:
-                hydra_cfg = (yaml.safe_load(f) or {}).get("hydra", {})
+                hydra_cfg = (yaml.load(f, Loader=_YAML_LOADER) or {}).get("hydra", {})
             num = hydra_cfg.get("job", {}).get("num")
             with open(folder / ".hydra" / "overrides.yaml", encoding="utf-8") as f:
-                overrides = parse_overrides(yaml.safe_load(f) or [])
+                lines = [str(x) for x in (yaml.load(f, Loader=_YAML_LOADER) or [])]
+            overrides = parse_overrides(lines)
         except (OSError, yaml.YAMLError) as exc:
             log.warning("%s: not a readable job folder (%s); skipped", folder, exc)
             continue
@@ -133,6 +140,7 @@ def read_jobs(sweep_dir: Path) -> List[Job]:
                 overrides=overrides,
                 summary=_read_json(folder / "summary.json"),
                 wall_clock_seconds=float(wall) if isinstance(wall, (int, float)) else None,
+                lines=lines,
             )
         )
     jobs.sort(key=lambda j: j.num)
@@ -222,7 +230,20 @@ def build_table(
     cols.append(pl.Series("error", [error(j) for j in rows], dtype=pl.String))
     cols.append(pl.Series("wall_clock_seconds", [j.wall_clock_seconds for j in rows], dtype=pl.Float64))
     cols.append(pl.Series("folder", [_relative(j.folder, root) for j in rows], dtype=pl.String))
+    cols.append(pl.Series("full_folder", [_full_folder(j, root) for j in rows], dtype=pl.String))
     return pl.DataFrame(cols)
+
+
+def _full_folder(job: Job, root: Optional[Path]) -> Optional[str]:
+    """The job's folder with every file: its full re-run (top/<job>) if there is one, else its own
+    folder if that is full (has report.png), else None (a lean job folder)."""
+    if root is not None:
+        rerun = root / TOP_DIR / str(job.num)
+        if (rerun / "summary.json").is_file():
+            return _relative(rerun, root)
+    if (job.folder / "report.png").is_file():
+        return _relative(job.folder, root)
+    return None
 
 
 def _relative(folder: Path, root: Optional[Path]) -> str:
@@ -247,6 +268,8 @@ def leaderboard(table: pl.DataFrame, swept: Sequence[str], objective: str, direc
     """The top rows as a fixed-width text table, then one line per failed job."""
     metrics = [objective] + [m for m in BOARD_METRICS if m != objective and m in table.columns]
     cols = ["rank", "job", *swept, *metrics, "status"]
+    if "full_folder" in table.columns and table["full_folder"].null_count() < table.height:
+        cols.append("full_folder")
     ranked = table.filter(pl.col("rank").is_not_null()).head(top)
     body = [[_fmt(v) for v in row] for row in ranked.select(cols).iter_rows()]
     widths = [max([len(c)] + [len(r[i]) for r in body]) for i, c in enumerate(cols)]
@@ -283,11 +306,15 @@ def write_report(
     direction: str = "maximize",
     top: int = 10,
     declared: Optional[Iterable[str]] = None,
+    rerun_full: Optional[Callable[[List[Tuple[int, List[str]]]], Any]] = None,
 ) -> Report:
     """Read the jobs under sweep_dir and write sweep_summary.csv/.parquet (and heatmap.png).
 
     declared: the swept keys if known (the callback knows them from the command line); None
     reads them from the sweep's multirun.yaml if present, else uses the keys whose values differ.
+    rerun_full: given, called with [(job number, override strings)] of the top `top` ranked jobs
+    that have no full folder yet, before the table is written; it writes their full re-runs
+    into <sweep_dir>/top/<job>/ (mmrun.launch).
     """
     sweep_dir = Path(sweep_dir)
     jobs = read_jobs(sweep_dir)
@@ -297,6 +324,12 @@ def write_report(
         declared = _declared_from_multirun_yaml(sweep_dir / "multirun.yaml")
     swept = swept_parameters(jobs, declared)
     table = build_table(jobs, swept, objective, direction, sweep_dir)
+    if rerun_full is not None:
+        by_num = {j.num: j for j in jobs}
+        best = table.filter((pl.col("rank") <= top) & pl.col("full_folder").is_null())["job"].to_list()
+        if best:
+            rerun_full([(n, by_num[n].lines) for n in best])
+            table = build_table(jobs, swept, objective, direction, sweep_dir)
     trust = _assess(sweep_dir, jobs, table, objective, direction)
     table = trust.table if trust is not None else table
     write_csv(table, sweep_dir / SUMMARY_CSV)
@@ -422,8 +455,20 @@ class SweepReport(Callback):
         _pending = (Path(str(config.hydra.sweep.dir)), self._arguments(config))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from mmrun import launch
+
         _release_idle_workers()
-        _report(Path(str(config.hydra.sweep.dir)), self._arguments(config))
+        args = self._arguments(config)
+        if str(config.sweep.get("outputs", "full")) == "lean":
+            session = launch.active()
+            args["rerun_full"] = session.rerun_full if session is not None else (
+                lambda jobs: launch.rerun_full_in_process(config, jobs))
+        try:
+            _report(Path(str(config.hydra.sweep.dir)), args)
+        finally:
+            session = launch.active()
+            if session is not None:
+                session.close()
 
     @staticmethod
     def _arguments(config: DictConfig) -> Dict[str, Any]:

@@ -23,7 +23,7 @@ TINY = ("mode=backtest", "run.max_ticks=60")  # 60 bars of the simulated market:
 
 
 def read_report(sweep_dir: Path) -> pl.DataFrame:
-    return pl.read_csv(sweep_dir / "sweep_summary.csv", schema_overrides={"folder": pl.String})
+    return pl.read_csv(sweep_dir / "sweep_summary.csv", schema_overrides={"folder": pl.String, "full_folder": pl.String})
 
 
 def _has(module: str) -> bool:
@@ -167,24 +167,28 @@ def _check_rows_match_summaries(sweep_dir: Path, n: int) -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def grid_sweep(tmp_path_factory) -> tuple:
-    """`--multirun spread=0.001,0.002 sizing.order_size_pct=0.01,0.02` on the default (joblib) launcher."""
+    """`--multirun spread=0.001,0.002 sizing.order_size_pct=0.01,0.02` on the default (mmrun) launcher, top 2 in full."""
     d = tmp_path_factory.mktemp("grid") / "sweep"
-    r = _sweep(d, "spread=0.001,0.002", "sizing.order_size_pct=0.01,0.02")
+    r = _sweep(d, "spread=0.001,0.002", "sizing.order_size_pct=0.01,0.02", "sweep.top=2")
     return d, r
+
+
+LEAN = {".hydra", "summary.json", "events.parquet", "mmrun.log", "run_info.json"}
 
 
 def test_grid_sweep_runs_in_parallel_and_writes_the_report(grid_sweep):
     d, r = grid_sweep
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "Joblib.Parallel(n_jobs=-1" in r.stdout + r.stderr  # parallel, one worker per core
     df = _check_rows_match_summaries(d, 4)
     assert df.columns[:5] == ["rank", "job", "spread", "sizing.order_size_pct", "status"]
     assert set(zip(df["spread"], df["sizing.order_size_pct"])) == {(0.001, 0.01), (0.001, 0.02), (0.002, 0.01), (0.002, 0.02)}
     assert (d / "sweep_summary.parquet").is_file() and (d / "heatmap.png").is_file()
-    assert f"sweep {d}: 4 jobs, top 4 by total_return_pct (maximize)" in r.stdout
+    assert f"sweep {d}: 4 jobs, top 2 by total_return_pct (maximize)" in r.stdout
     for job in range(4):
         folder = d / str(job)
-        for name in ("events.csv", "summary.json", "run_info.json", ".hydra/overrides.yaml", ".hydra/config.yaml"):
+        # a lean job folder: what a re-run and the report need, no picture, no CSV, no equity
+        assert {p.name for p in folder.iterdir()} == LEAN
+        for name in (".hydra/overrides.yaml", ".hydra/config.yaml", ".hydra/hydra.yaml"):
             assert (folder / name).is_file(), f"{folder}/{name}"
         # each job's log stays in its own folder
         log = (folder / "mmrun.log").read_text()
@@ -197,6 +201,56 @@ def test_grid_sweep_runs_in_parallel_and_writes_the_report(grid_sweep):
         assert summary["seed"] == 42 and len(summary["data_fingerprint"]) == 64
     # the same data in every job: hashed afresh by a worker's first job, then remembered
     assert len({json.loads((d / str(j) / "summary.json").read_text())["data_fingerprint"] for j in range(4)}) == 1
+
+
+def test_the_top_jobs_are_re_run_into_full_folders(grid_sweep):
+    d, r = grid_sweep
+    df = read_report(d)
+    top = df.filter(pl.col("rank") <= 2)
+    assert top["full_folder"].to_list() == [f"top/{j}" for j in top["job"]]
+    assert df.filter(pl.col("rank") > 2)["full_folder"].to_list() == [None, None]
+    for job in top["job"]:
+        full = d / "top" / str(job)
+        assert {"events.csv", "events.parquet", "equity.parquet", "report.png", "summary.json", ".hydra"} <= {p.name for p in full.iterdir()}
+        assert (full / "summary.json").read_bytes() == (d / str(job) / "summary.json").read_bytes()
+        assert (full / "events.parquet").read_bytes() == (d / str(job) / "events.parquet").read_bytes()
+        assert yaml.safe_load((full / ".hydra" / "config.yaml").read_text()) == yaml.safe_load((d / str(job) / ".hydra" / "config.yaml").read_text())
+    board = r.stdout[r.stdout.index(f"sweep {d}:"):].splitlines()
+    assert board[1].split()[-1] == "full_folder" and board[2].split()[-1] == f"top/{top['job'][0]}"
+
+
+def test_a_sweep_console_is_one_line_per_job_then_the_leaderboard(grid_sweep):
+    d, r = grid_sweep
+    lines = r.stdout.splitlines()
+    jobs = lines[:4]
+    assert sorted(line.split()[2] for line in jobs) == ["0", "1", "2", "3"]
+    assert [line.split()[0] for line in jobs] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
+    assert all(" completed: spread=0.00" in line and "mode=" not in line for line in jobs)
+    assert lines[4] == f"sweep {d}: 4 jobs, top 2 by total_return_pct (maximize)"
+    assert len(lines) == 4 + 4 + 1  # the leaderboard (title, header, 2 rows) and the report line
+    assert r.stderr == ""  # no Hydra/Joblib banners, no per-job summaries
+
+
+def test_launchers_give_byte_identical_summaries(grid_sweep, tmp_path: Path):
+    d, _ = grid_sweep
+    for launcher in ("basic", "parallel"):  # Hydra's own, one at a time; joblib, one worker per core
+        other = tmp_path / launcher
+        r = _sweep(other, f"hydra/launcher={launcher}", "spread=0.001,0.002", "sizing.order_size_pct=0.01,0.02", "sweep.top=2")
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "Launching" not in r.stdout + r.stderr  # Hydra's and joblib's banners are quiet
+        for job in range(4):
+            assert (other / str(job) / "summary.json").read_bytes() == (d / str(job) / "summary.json").read_bytes()
+        assert read_report(other)["full_folder"].to_list()[:2] == read_report(d)["full_folder"].to_list()[:2]
+
+
+def test_full_outputs_keep_every_file_and_need_no_re_run(tmp_path: Path):
+    d = tmp_path / "sweep"
+    r = _sweep(d, "spread=0.001,0.002", "sweep.outputs=full")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not (d / "top").exists()
+    for job in range(2):
+        assert {"events.csv", "equity.parquet", "report.png"} <= {p.name for p in (d / str(job)).iterdir()}
+    assert sorted(read_report(d)["full_folder"].to_list()) == ["0", "1"]
 
 
 def test_every_numeric_summary_metric_is_an_allowed_objective(grid_sweep):
@@ -241,9 +295,10 @@ def test_rerun_of_a_sweep_job_is_byte_identical(grid_sweep, tmp_path: Path):
     r = subprocess.run([sys.executable, "-m", "mmrun.rerun", str(d / "3"), "--out", str(out)],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "events.csv    identical" in r.stdout and "summary.json  identical" in r.stdout
-    for name in ("events.csv", "summary.json"):
+    assert "events.parquet identical" in r.stdout and "summary.json  identical" in r.stdout
+    for name in ("events.parquet", "summary.json"):
         assert filecmp.cmp(d / "3" / name, out / name, shallow=False)
+    assert (out / "events.csv").is_file() and (out / "report.png").is_file()  # a lean job's re-run is full
     assert (out / ".hydra" / "config.yaml").read_text() == (d / "3" / ".hydra" / "config.yaml").read_text()
 
 

@@ -1,0 +1,1 @@
+"""mmrun's Hydra plugins: the warm-worker launcher and the grid sweeper (logic in mmrun.launch)."""

@@ -1,0 +1,89 @@
+"""Hydra plugins `hydra/launcher=mmrun` and `hydra/sweeper=mmrun` (mmrun's defaults for --multirun).
+
+Thin adapters: the work is done by mmrun.launch (warm workers, cheap composition, console).
+This module is imported by Hydra's plugin discovery in every mmrun command, so it imports
+nothing heavy at module level.
+"""
+
+
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+@dataclass
+class MmrunLauncherConf:
+    """hydra.launcher.* for hydra/launcher=mmrun."""
+
+    _target_: str = "hydra_plugins.mmrun_launcher.mmrun_launcher.MmrunLauncher"
+    n_jobs: int = -1  # worker processes; -1 = one per core
+    chunk: Optional[int] = None  # jobs handed to a worker at a time; null = sized to the sweep
+
+
+@dataclass
+class MmrunSweeperConf(BasicSweeperConf):
+    """hydra.sweeper.* for hydra/sweeper=mmrun: Hydra's basic sweeper's keys (max_batch_size, params)."""
+
+    _target_: str = "hydra_plugins.mmrun_launcher.mmrun_launcher.MmrunSweeper"
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="mmrun", node=MmrunLauncherConf, provider="mmrun")
+ConfigStore.instance().store(group="hydra/sweeper", name="mmrun", node=MmrunSweeperConf, provider="mmrun")
+
+
+class MmrunLauncher(Launcher):
+    """Runs a sweep's jobs in warm worker processes, one per core (see mmrun.launch)."""
+
+    def __init__(self, n_jobs: int = -1, chunk: Optional[int] = None) -> None:
+        self.n_jobs = int(n_jobs)
+        self.chunk = chunk
+        self.config: Optional[DictConfig] = None
+        self.task_function: Optional[TaskFunction] = None
+        self.hydra_context: Optional[HydraContext] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from hydra.errors import HydraException
+
+        if self.n_jobs == 0 or self.n_jobs < -1:
+            raise HydraException(f"hydra.launcher.n_jobs={self.n_jobs}: allowed -1 (one worker per core) or a whole number >= 1")
+        if self.chunk is not None and int(self.chunk) < 1:
+            raise HydraException(f"hydra.launcher.chunk={self.chunk}: allowed null (sized to the sweep) or a whole number >= 1")
+        self.config = config
+        self.task_function = task_function
+        self.hydra_context = hydra_context
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from pathlib import Path
+
+        from hydra.core.utils import configure_log, setup_globals
+
+        from mmrun import launch
+
+        assert self.config is not None and self.hydra_context is not None and self.task_function is not None
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        session = launch.start(self.hydra_context, self.task_function, self.config, self.n_jobs, self.chunk)
+        return session.launch(job_overrides, initial_job_idx)
+
+
+class MmrunSweeper(BasicSweeper):
+    """Hydra's basic grid sweeper, checking that the jobs compose the cheap way (mmrun.compose)."""
+
+    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Any] = None) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params)
+
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        from mmrun import launch
+
+        assert self.hydra_context is not None and self.config is not None
+        launch.composer_for(self.hydra_context, self.config).check([list(o) for o in batch])
+
+
+__all__: List[str] = ["MmrunLauncher", "MmrunSweeper"]

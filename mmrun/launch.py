@@ -1,0 +1,427 @@
+"""mmrun's sweep launcher and grid sweeper (the Hydra plugins in hydra_plugins/mmrun_launcher call into here).
+
+The launcher (`hydra/launcher=mmrun`, the default for --multirun) runs a sweep's jobs in warm
+worker processes (mmrun.workers.WarmPool): one per core, forked once, after this process has
+imported the runner and the compiled kernel's module, and kept for every batch of the sweep
+(an Optuna search launches many). Each job's config comes from mmrun.compose.JobComposer (Hydra
+composes once per set of config-group choices; value overrides are applied the way Hydra applies
+them), and runs through Hydra's own `run_job`, so a job folder (`.hydra/`, the log file) is what
+any Hydra launcher writes. The console shows a progress bar on a terminal, one line per job
+otherwise.
+
+The grid sweeper (`hydra/sweeper=mmrun`, the default) is Hydra's basic sweeper (same syntax:
+lists, ranges, choices, globs) whose check that every job composes uses the same composer
+instead of composing each job in full.
+
+When the sweep ends, mmrun.sweep's report asks `rerun_full` for the top jobs' full folders: in
+the pool when this launcher ran the sweep, else one after the other in this process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from mmrun.compose import JobComposer
+
+log = logging.getLogger("mmrun.launch")
+
+TOP_DIR = "top"  # <sweep dir>/top/<job number>: the full re-runs of the best jobs
+
+_composers: Dict[int, JobComposer] = {}  # id(master config) -> its composer (sweeper and launcher share it)
+_active: Optional["Session"] = None  # the sweep this process is running with mmrun's launcher
+
+
+def composer_for(hydra_context: Any, config: DictConfig) -> JobComposer:
+    """The composer of this multirun's master config (one per config object)."""
+    c = _composers.get(id(config))
+    if c is None or c.master is not config:
+        c = _composers[id(config)] = JobComposer(hydra_context.config_loader, config)
+    return c
+
+
+def lean_outputs(cfg: Any) -> bool:
+    """True for a sweep job whose folder keeps only .hydra/, summary.json, events.parquet and its log
+    (sweep.outputs=lean in a multirun); a single run, a full re-run and sweep.outputs=full write every file."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return False
+    return str(OmegaConf.select(cfg, "sweep.outputs", default="full")) == "lean"
+
+
+def in_sweep() -> bool:
+    """True inside a sweep job (a Hydra multirun): no per-job summary on the console."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _warm(job_cfg: Optional[DictConfig]) -> None:
+    """What every job needs, done once before the fork: the runner and the kernel's modules
+    imported, and for a backtest the compiled kernel loaded (numba's cache) by replaying four
+    rows with the first job's parameters. Only an optimisation: a failure here is left to the
+    jobs, which report it. No Polars work here (see mmrun.workers)."""
+    import mmrun.__main__  # noqa: F401
+    import mmrun.runner  # noqa: F401
+
+    try:
+        import numpy as np
+
+        import mmrun.backtest  # noqa: F401
+        import mmrun.stats  # noqa: F401
+        from mmrun import engine
+        from mmrun.market import ROW_FIELDS
+        from mmrun.runner import build_params
+
+        if job_cfg is None or job_cfg.mode != "backtest":
+            return
+        capital = float(job_cfg.capital)
+        cols = [np.full(4, 100.0) for _ in ROW_FIELDS[1:]]
+        engine.run_bulk(build_params(job_cfg, capital, 0.0, dt_s=60.0), engine.make_state(0.0, capital), *cols)
+    except Exception as exc:  # noqa: BLE001 - the jobs meet (and report) any real problem
+        log.debug("kernel warm-up skipped: %s: %s", type(exc).__name__, exc)
+
+
+def job_outcome(folder: Path) -> Tuple[str, Optional[str]]:
+    """(status, error) from a job folder's summary.json; ('failed', why) if it has none."""
+    try:
+        with open(folder / "summary.json", encoding="utf-8") as f:
+            s = json.load(f)
+        return str(s.get("status") or "failed"), s.get("error")
+    except (OSError, ValueError):
+        return "failed", "no summary.json: the job did not finish"
+
+
+class Session:
+    """One multirun with mmrun's launcher: the master config, the composer, the pool, the console."""
+
+    def __init__(self, hydra_context: Any, task_function: Any, config: DictConfig, n_jobs: int, chunk: Optional[int]):
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+        self.config = config
+        self.composer = composer_for(hydra_context, config)
+        self.n_jobs = n_jobs
+        self.chunk = chunk
+        self.pool: Any = None
+        self.done = 0
+        self.failed = 0
+        self.bar: Any = None
+        self.total = 0
+        self.started = time.monotonic()
+        self.swept = set(_swept_keys(config))
+
+    # ------------------------------------------------------------ in a worker
+
+    def run_one(self, idx: int, payload: Tuple[str, List[str]]) -> Tuple[int, Any, str, Optional[str]]:
+        """Run one job in this (worker) process: (Hydra JobStatus value, return value, status, error)."""
+        kind, overrides = payload
+        if kind == "full":
+            return self._run_full(idx, self.composer.compose(overrides))
+        task_cfg, hydra_cfg = self.composer.compose_job(overrides)
+        with read_write(hydra_cfg.hydra.job), open_dict(hydra_cfg.hydra.job):
+            hydra_cfg.hydra.job.id = idx
+            hydra_cfg.hydra.job.num = idx
+        folder, ok, value = run_job_in_place(self.hydra_context, self.task_function, task_cfg, hydra_cfg)
+        status, error = job_outcome(folder)
+        if not ok:
+            status, error = "failed", f"{type(value).__name__}: {value}"
+            value = error
+        from hydra.core.utils import JobStatus
+
+        return (JobStatus.COMPLETED if ok else JobStatus.FAILED).value, value, status, error
+
+    def _run_full(self, idx: int, cfg: DictConfig) -> Tuple[int, Any, str, Optional[str]]:
+        return _run_full_job(self.hydra_context, self.task_function, cfg, idx)
+
+    # ------------------------------------------------------------ in the parent
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> List[Any]:
+        from hydra.core.utils import JobReturn, JobStatus
+
+        jobs = [(initial_job_idx + i, ("job", list(o))) for i, o in enumerate(job_overrides)]
+        if not jobs:
+            return []
+        # compose the first job of each set of group choices here, so the workers inherit the templates
+        self.composer.check([o for _, (_, o) in jobs])
+        self._ensure_pool(len(jobs), jobs[0][1][1])
+        self._open_bar(len(jobs))
+        results: Dict[int, JobReturn] = {}
+        try:
+            for idx, ok, result in self.pool.run(jobs, self.chunk):
+                overrides = jobs[idx - initial_job_idx][1][1]
+                if ok:
+                    status_value, value, status, error = result
+                    ret = JobReturn(overrides=overrides, status=JobStatus(status_value), _return_value=value)
+                    if ret.status == JobStatus.FAILED:
+                        ret._return_value = RuntimeError(str(value))
+                else:
+                    status, error = "failed", result.strip().splitlines()[0]
+                    ret = JobReturn(overrides=overrides, status=JobStatus.FAILED, _return_value=RuntimeError(result))
+                ret.task_name = str(self.config.hydra.job.name)
+                results[idx] = ret
+                self._progress(idx, overrides, status, error)
+        except BaseException:
+            self.close(kill=True)
+            raise
+        return [results[idx] for idx, _ in jobs]
+
+    def _ensure_pool(self, n_first: int, first: List[str]) -> None:
+        if self.pool is not None:
+            return
+        from mmrun.workers import WarmPool
+
+        try:
+            job_cfg = self.composer.compose(first)
+        except Exception:  # noqa: BLE001 - the job fails on its own
+            job_cfg = None
+        _warm(job_cfg)
+        n = self.n_jobs if self.n_jobs > 0 else cores()
+        n = max(1, min(n, n_first) if self.n_jobs <= 0 else n)
+        self.pool = WarmPool(n, self.run_one, quiet=True)
+
+    def _open_bar(self, total: int) -> None:
+        self.total += total
+        if self.bar is not None:
+            self.bar.total = (self.bar.total or 0) + total
+            self.bar.refresh()
+            return
+        isatty = getattr(sys.stderr, "isatty", None)
+        if isatty is not None and isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="sweep", unit="job", file=sys.stderr, dynamic_ncols=True, leave=False)
+            self.bar.set_postfix(failed=0, refresh=False)
+
+    def _progress(self, idx: int, overrides: Sequence[str], status: str, error: Optional[str]) -> None:
+        self.done += 1
+        if status == "failed":
+            self.failed += 1
+        if self.bar is not None:
+            self.bar.set_postfix(failed=self.failed, refresh=False)
+            self.bar.update(1)
+            return
+        shown = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in self.swept] or list(overrides)
+        line = f"[{self.done}/{self.total}] job {idx} {status}: {' '.join(shown)}"
+        if status == "failed" and error:
+            line += f": {error}"
+        print(line, flush=True)
+
+    def rerun_full(self, jobs: Sequence[Tuple[int, List[str]]]) -> Dict[int, Path]:
+        """Re-run jobs [(num, overrides)] into full folders in the pool; {num: folder} of those that completed."""
+        if self.pool is None or not jobs:
+            return {}
+        out: Dict[int, Path] = {}
+        work = [(num, ("full", list(o))) for num, o in jobs]
+        for idx, ok, result in self.pool.run(work, chunk=1):
+            if ok and result[2] != "failed":
+                out[idx] = full_folder(self.config, idx)
+            else:
+                log.warning("full re-run of job %s failed: %s", idx, result[3] if ok else result.splitlines()[0])
+        return out
+
+    def close(self, kill: bool = False) -> None:
+        global _active
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.pool is not None:
+            self.pool.kill() if kill else self.pool.close()
+            self.pool = None
+        if _active is self:
+            _active = None
+
+
+def run_job_in_place(hydra_context: Any, task_function: Any, cfg: DictConfig, hydra_cfg: DictConfig) -> Tuple[Path, bool, Any]:
+    """Hydra's run_job for a sweep job, without its copies of the config: (folder, ok, return value or exception).
+
+    cfg: the task's config; hydra_cfg: {hydra: ...} for HydraConfig (JobComposer.compose_job
+    made both). The job folder gets what run_job writes (.hydra/config.yaml, hydra.yaml,
+    overrides.yaml), its log file through hydra.job_logging, and the task runs with
+    hydra.job.env_set applied and the callbacks' on_job_start/on_job_end called.
+    hydra.job.chdir is honoured.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import JobReturn, JobRuntime, JobStatus, _flush_loggers, configure_log, env_override
+
+    hc = hydra_cfg.hydra
+    output_dir = os.path.join(str(hc.sweep.dir), str(hc.sweep.subdir))
+    with read_write(hc.runtime), open_dict(hc.runtime):
+        hc.runtime.output_dir = os.path.abspath(output_dir)
+    saved = HydraConfig.instance().cfg
+    HydraConfig.instance().cfg = hydra_cfg
+    old_cwd = os.getcwd()
+    chdir = bool(hc.job.chdir)
+    try:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        if chdir:
+            os.chdir(output_dir)
+        configure_log(hc.job_logging, hc.verbose)
+        if hc.output_subdir is not None:
+            subdir = Path(hc.runtime.output_dir) / Path(hc.output_subdir)
+            subdir.mkdir(parents=True, exist_ok=True)
+            for node, name in ((cfg, "config.yaml"), (hydra_cfg, "hydra.yaml"), (hc.overrides.task, "overrides.yaml")):
+                with open(subdir / name, "w", encoding="utf-8") as f:
+                    f.write(to_yaml(node))
+        ret = JobReturn(overrides=list(hc.overrides.task), cfg=cfg, hydra_cfg=hydra_cfg, working_dir=os.getcwd())
+        with env_override(hc.job.env_set):
+            hydra_context.callbacks.on_job_start(config=cfg, task_function=task_function)
+            try:
+                ret.return_value = task_function(cfg)
+                ret.status = JobStatus.COMPLETED
+            except Exception as exc:  # noqa: BLE001 - a job's failure is its result
+                ret.return_value = exc
+                ret.status = JobStatus.FAILED
+        ret.task_name = JobRuntime.instance().get("name")
+        _flush_loggers()
+        hydra_context.callbacks.on_job_end(config=cfg, job_return=ret)
+        return Path(hc.runtime.output_dir), ret.status == JobStatus.COMPLETED, ret._return_value
+    finally:
+        HydraConfig.instance().cfg = saved
+        if chdir:
+            os.chdir(old_cwd)
+
+
+def to_yaml(node: Any) -> str:
+    """OmegaConf.to_yaml(node), emitted by libyaml when PyYAML has it (same text, a fraction of the time)."""
+    import yaml
+
+    dumper = _yaml_dumper()
+    container = OmegaConf.to_container(node, resolve=False, enum_to_str=True)
+    return yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=dumper)
+
+
+_DUMPER: Any = None
+
+
+def _yaml_dumper() -> Any:
+    """OmegaConf's YAML dumper (strings that read as numbers or booleans are quoted) on libyaml's emitter."""
+    global _DUMPER
+    if _DUMPER is None:
+        import yaml
+        from omegaconf._utils import get_omega_conf_dumper
+
+        base = getattr(yaml, "CDumper", None)
+        if base is None:
+            _DUMPER = get_omega_conf_dumper()
+        else:
+            _DUMPER = type("MmrunYamlDumper", (base,), {})
+            _DUMPER.add_representer(str, get_omega_conf_dumper().str_representer)
+    return _DUMPER
+
+
+def _swept_keys(config: DictConfig) -> List[str]:
+    """The keys a multirun sweeps (its sweep expressions and hydra.sweeper.params), for the job lines."""
+    from mmrun.sweep import declared_keys
+
+    try:
+        return declared_keys(
+            OmegaConf.to_container(config.hydra.overrides.task, resolve=False),
+            OmegaConf.select(config, "hydra.sweeper.params", default=None),
+        )
+    except Exception:  # noqa: BLE001 - the lines then show every override
+        return []
+
+
+def start(hydra_context: Any, task_function: Any, config: DictConfig, n_jobs: int, chunk: Optional[int]) -> Session:
+    """The session of this multirun (made on the first launch, kept for the sweep's later batches)."""
+    global _active
+    if _active is None or _active.config is not config:
+        if _active is not None:
+            _active.close()
+        _active = Session(hydra_context, task_function, config, n_jobs, chunk)
+        atexit.register(_close_at_exit)
+    return _active
+
+
+def _close_at_exit() -> None:
+    if _active is not None:
+        _active.close(kill=True)
+
+
+def active() -> Optional[Session]:
+    """The running sweep's session, if mmrun's launcher runs it in this process."""
+    return _active
+
+
+def full_folder(config: DictConfig, num: int) -> Path:
+    """Where job num's full re-run goes: <sweep dir>/top/<num>."""
+    return Path(str(config.hydra.sweep.dir)) / TOP_DIR / str(num)
+
+
+def _run_full_job(hydra_context: Any, task_function: Any, cfg: DictConfig, num: int) -> Tuple[int, Any, str, Optional[str]]:
+    """Run a composed job config as a single run (every file) into <sweep dir>/top/<num>."""
+    from hydra.core.utils import run_job
+    from hydra.types import RunMode
+
+    folder = full_folder(cfg, num)
+    with open_dict(cfg):
+        cfg.hydra.job.id = num
+        cfg.hydra.job.num = num
+        cfg.hydra.mode = RunMode.RUN
+        cfg.hydra.run.dir = str(folder)
+    ret = run_job(
+        hydra_context=hydra_context, task_function=task_function, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None
+    )
+    status, error = job_outcome(folder)
+    value = ret._return_value
+    if ret.status.name == "FAILED":
+        status, error, value = "failed", f"{type(value).__name__}: {value}", str(value)
+    return ret.status.value, value, status, error
+
+
+def rerun_full_in_process(config: DictConfig, jobs: Sequence[Tuple[int, List[str]]]) -> Dict[int, Path]:
+    """The full re-runs when another launcher ran the sweep: one after the other, here.
+
+    config: the multirun's config (the sweep callback's). Uses Hydra's global config loader (the
+    one that composed this multirun) and mmrun's task function.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.utils import configure_log
+    from hydra.types import HydraContext
+
+    from hydra._internal.callbacks import Callbacks
+
+    from mmrun.__main__ import _task
+
+    if not GlobalHydra.instance().is_initialized() or not jobs:
+        return {}
+    context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=Callbacks())
+    composer = JobComposer(context.config_loader, config)
+    task = getattr(_task, "__wrapped__", _task)
+    out: Dict[int, Path] = {}
+    saved = sys.stdout
+    try:
+        sys.stdout = open(os.devnull, "w")  # the single runs' summaries: the leaderboard says it
+        for num, overrides in jobs:
+            try:
+                _, _, status, error = _run_full_job(context, task, composer.compose(overrides), num)
+            except Exception as exc:  # noqa: BLE001 - the lean job folder stays the reference
+                status, error = "failed", f"{type(exc).__name__}: {exc}"
+            if status != "failed":
+                out[num] = full_folder(config, num)
+            else:
+                log.warning("full re-run of job %s failed: %s", num, error)
+    finally:
+        sys.stdout.close()
+        sys.stdout = saved
+        configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    return out

@@ -1,0 +1,155 @@
+"""mmrun's sweep launcher: cheap composition equals Hydra's (mmrun/compose.py), warm workers
+(mmrun/workers.py) stream results and die with their parent, and the command line's sweeps."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from clirun import ROOT
+from mmrun.workers import WarmPool
+
+
+@pytest.fixture(scope="module")
+def loader_and_master():
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from mmrun.__main__ import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="mmrun"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("config", ["mode=backtest", "spread=0.001,0.002"], run_mode=RunMode.MULTIRUN)
+        yield loader, master
+
+
+JOBS = [
+    ["mode=backtest", "spread=0.001", "sizing.order_size_pct=0.02"],
+    ["mode=backtest", "spread=0.003", "sizing.order_size_pct=0.01"],
+    ["exchange=binance", "spread=0.003", "+exchange.sim.prices.ABC=3", "strategy=avellaneda_stoikov", "strategy.gamma=3"],
+    ["strategy=inventory_skew", "strategy.target_base_share=0.4", "~exchange.sim.prices.ETH", "fills=instant"],
+    ["hydra.job.name=other", "spread=0.004", "run.max_ticks=10"],
+]
+
+
+def _plain(cfg) -> dict:
+    return OmegaConf.to_container(cfg, resolve=False)
+
+
+@pytest.mark.parametrize("overrides", JOBS, ids=[" ".join(j) for j in JOBS])
+def test_cheap_composition_equals_hydras(loader_and_master, overrides):
+    from mmrun.compose import JobComposer
+
+    loader, master = loader_and_master
+    composer = JobComposer(loader, master)
+    composer.compose(["mode=backtest", "spread=0.005"])  # a template in use already
+    want = _plain(loader.load_sweep_config(master, overrides))
+    got = composer.compose(overrides)
+    assert _plain(got) == want
+    task, hydra_cfg = composer.compose_job(overrides)
+    want_task = {k: v for k, v in want.items() if k != "hydra"}
+    assert _plain(task) == want_task
+    assert _plain(hydra_cfg)["hydra"] == want["hydra"]
+
+
+@pytest.mark.parametrize("bad", [["spread=abc"], ["spreadx=1"], ["strategy.gamma=1"], ["+spread=1"], ["~nothing"]])
+def test_bad_overrides_fail_as_in_hydra(loader_and_master, bad):
+    from mmrun.compose import JobComposer
+
+    loader, master = loader_and_master
+    composer = JobComposer(loader, master)
+    with pytest.raises(Exception) as hydra_error:
+        loader.load_sweep_config(master, ["mode=backtest"] + bad)
+    for call in (lambda: composer.compose(["mode=backtest"] + bad), lambda: composer.check([["mode=backtest"] + bad])):
+        with pytest.raises(type(hydra_error.value)) as ours:
+            call()
+        assert str(ours.value) == str(hydra_error.value)
+        assert repr(ours.value.__cause__) == repr(hydra_error.value.__cause__)
+
+
+# ---------------------------------------------------------------- the pool
+
+
+def _square(idx: int, payload: int) -> int:
+    if payload == 7:
+        raise ValueError("seven")
+    if payload == 13:
+        os._exit(3)  # the worker dies mid-job
+    return payload * payload
+
+
+def test_pool_streams_every_result_and_reports_failures():
+    pool = WarmPool(2, _square)
+    try:
+        got = {idx: (ok, res) for idx, ok, res in pool.run([(i, i) for i in range(40)], chunk=3)}
+        assert sorted(got) == list(range(40))
+        assert got[5] == (True, 25)
+        ok, text = got[7]
+        assert not ok and text.startswith("ValueError: seven")
+        # the pool keeps working for a later batch (an Optuna search launches many)
+        assert sorted(r for _, _, r in pool.run([(100, 2), (101, 3)])) == [4, 9]
+    finally:
+        pool.close()
+    assert pool.workers == {}
+
+
+def test_a_dead_worker_fails_its_jobs_and_the_others_go_on():
+    pool = WarmPool(2, _square)
+    try:
+        got = {idx: (ok, res) for idx, ok, res in pool.run([(i, i) for i in range(10, 30)], chunk=1)}
+        assert sorted(got) == list(range(10, 30))
+        assert got[13][0] is False and "died" in got[13][1]
+        assert sum(ok for ok, _ in got.values()) >= 15
+    finally:
+        pool.close()
+
+
+def _children(pid: int) -> list:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sweep_workers_exit_when_the_sweep_is_killed(tmp_path: Path):
+    # four paper jobs of ten simulated days each: long enough to be killed in the middle
+    argv = [sys.executable, "-m", "mmrun", "--multirun", "exchange.sim.duration_s=864000", "spread=0.001,0.002,0.003,0.004",
+            "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        workers: list = []
+        while time.monotonic() < deadline and len(workers) < 2:
+            time.sleep(0.2)
+            workers = _children(proc.pid)
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+        assert len(workers) == 2
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in workers), "sweep workers outlived their parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
