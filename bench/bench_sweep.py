@@ -1,66 +1,73 @@
-"""A 16-job sweep over 1,000,000 one-minute bars: joblib on every core vs one job at a time.
+"""Sweeps against single runs: mmrun's launcher, Hydra's basic launcher and one plain backtest, side by side.
 
-    python bench/bench_sweep.py             # 2 rounds of each (about 3 minutes on 2 cores)
-    python bench/bench_sweep.py --rounds 1
+    python bench/bench_sweep.py                 # every sweep below (about 15 minutes on 2 cores)
+    python bench/bench_sweep.py --quick         # without the 10,000-job grid
+    python bench/bench_sweep.py --basic-256     # also time the 256-job grid one job at a time (long)
 
-Both sweeps are the same command (`python -m mmrun --multirun mode=backtest data.path=FILE
-spread=8 values sizing.order_size_pct=2 values`), timed from process start to exit, report
-included: once with the default launcher (joblib, hydra.launcher.n_jobs = cores) and once with
-hydra/launcher=basic (the jobs one after another in one process). The numba cache is warmed by
-an uncounted run first. Per-job overhead is what a job costs beyond the engine kernel:
-sweep wall time / jobs - one backtest's kernel time (engine.run_bulk on the same bars, best
-of 5), i.e. process start, Hydra, loading the data (once per worker: the history cache),
-writing the run folder and the report, spread over the jobs.
+Each row is one kind of sweep, each command timed from process start to exit (the sweep
+report and the full re-runs of the top jobs included):
+- 64 backtests over a 10,000-bar file (spread x 32, sizing.order_size_pct x 2);
+- 4 and 16 backtests over a 1,000,000-bar file;
+- 256 backtests over the 1,000,000-bar file (spread x 64, sizing.order_size_pct x 4); the
+  one-at-a-time run is skipped unless --basic-256 (it takes minutes);
+- 8 paper runs on the simulated exchange, a day of market each;
+with mmrun's launcher (the default: warm workers, one per core, lean job folders) and with
+`hydra/launcher=basic` (Hydra's own, one job at a time in one process, the same lean folders),
+against one plain `python -m mmrun` run of one job of the same sweep (a backtest of the same
+file; a one-day paper run). The numba cache is warmed by an uncounted run first.
 
-Each command's time is also split into its parts (from the jobs' run_info.json): start to the
-first job, the jobs, the last job to the exit; and the best any launcher could do on these
-cores is estimated from the one-at-a-time run (its parts outside the jobs, plus the jobs' CPU
-time and Hydra's time between jobs shared perfectly by the workers).
+Then a 10,000-job grid over the 10,000-bar file (spread x 100, sizing.order_size_pct x 100)
+with mmrun's launcher, sampling the resident memory (RSS) of the sweep's process and of its
+workers twice a second: the grid must run to the end with flat memory.
 
-Writes its part of BENCHMARKS.md (between its own markers, under "## Sweeps"); the rest of
-the file belongs to bench/run_all.py and stays as it is.
-
-For comparison it also times a sweep of longer jobs the same two ways: 8 paper runs on the
-simulated exchange, a day of market each.
+Writes its part of BENCHMARKS.md (between its own markers, "## Sweeps").
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Dict, List, Optional
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-import kernel  # noqa: E402  (bench/ modules, imported after the path is set)
-import sections  # noqa: E402
-
-BARS = 1_000_000
-SPREADS = ("0.0005", "0.001", "0.0015", "0.002", "0.003", "0.004", "0.005", "0.01")
-SIZES = ("0.01", "0.02")
-JOBS = len(SPREADS) * len(SIZES)
-TARGET_SPEEDUP = 1.7
-# For comparison, longer jobs: paper runs on the simulated exchange, a day of market each
-PAPER_SPREADS = ("0.001", "0.002", "0.003", "0.004", "0.005", "0.006", "0.007", "0.008")
-PAPER_ARGS = ("exchange.sim.duration_s=86400", f"spread={','.join(PAPER_SPREADS)}")
+import sections  # noqa: E402  (a bench/ module, imported after the path is set)
 
 
-def backtest_args(data_path: Path) -> tuple:
-    return ("mode=backtest", f"data.path={data_path}", f"spread={','.join(SPREADS)}", f"sizing.order_size_pct={','.join(SIZES)}")
+def values(n: int, first: float, step: float) -> str:
+    """n comma-separated values first, first+step, ... (a sweep axis)."""
+    return ",".join(f"{first + i * step:.6g}" for i in range(n))
 
 
-def sweep_command(args: tuple, sweep_dir: Path, *launcher: str) -> list:
-    return [sys.executable, "-m", "mmrun", "--multirun", *args, f"hydra.sweep.dir={sweep_dir}", *launcher]
+PAPER = ("exchange.sim.duration_s=86400",)
+
+
+def sweeps(small: Path, big: Path) -> List[dict]:
+    """The sweeps measured: name, the sweep's arguments, the single run it is compared with, targets."""
+    s32, s8, s64 = values(32, 0.0005, 0.0002), values(8, 0.0005, 0.0005), values(64, 0.0005, 0.0001)
+    return [
+        {"name": "64 jobs x 10,000 bars", "jobs": 64, "args": ("mode=backtest", f"data.path={small}", f"spread={s32}", "sizing.order_size_pct=0.01,0.02"),
+         "single": ("mode=backtest", f"data.path={small}"), "vs_single": 2.0, "aim_single": 1.5},
+        {"name": "4 jobs x 1,000,000 bars", "jobs": 4, "args": ("mode=backtest", f"data.path={big}", "spread=0.001,0.002", "sizing.order_size_pct=0.01,0.02"),
+         "single": ("mode=backtest", f"data.path={big}")},
+        {"name": "16 jobs x 1,000,000 bars", "jobs": 16, "args": ("mode=backtest", f"data.path={big}", f"spread={s8}", "sizing.order_size_pct=0.01,0.02"),
+         "single": ("mode=backtest", f"data.path={big}")},
+        {"name": "256 jobs x 1,000,000 bars", "jobs": 256, "args": ("mode=backtest", f"data.path={big}", f"spread={s64}", "sizing.order_size_pct=0.005,0.01,0.02,0.05"),
+         "single": ("mode=backtest", f"data.path={big}"), "vs_single": 8.0, "aim_single": 5.0, "skip_basic": True},
+        {"name": "8 paper jobs, a day of simulated market each", "jobs": 8, "args": (*PAPER, f"spread={values(8, 0.001, 0.001)}"),
+         "single": PAPER, "vs_basic": 0.6},
+    ]
 
 
 def _machine_busy() -> float:
@@ -79,166 +86,173 @@ def _children_cpu() -> float:
     return u.ru_utime + u.ru_stime
 
 
-def timed_sweep(args: tuple, jobs: int, *launcher: str) -> dict:
-    """One whole sweep command: wall and CPU seconds (all processes), and where the time went.
-
-    From the jobs' run_info.json: `first_job` = seconds from the command's start to the first
-    job's start (interpreter, Hydra composing the sweep and every job's config, workers
-    starting), `jobs_phase` = first job's start to the last job's end, `tail` = last job's end
-    to the command's exit (the sweep report, workers stopping); `job_seconds` / `job_cpu` =
-    the jobs' own wall and CPU seconds summed (a job's CPU above its wall time = the job kept
-    more than one core busy: the picture drawn beside the writes, Polars' threads).
-    """
-    out = Path(tempfile.mkdtemp(prefix="mmrun-bench-sweep-"))
+def _rss_mb(pid: int) -> Optional[float]:
     try:
-        cpu, busy = _children_cpu(), _machine_busy()
-        start = time.time()
-        t = time.perf_counter()
-        res = subprocess.run(sweep_command(args, out / "s", *launcher), cwd=ROOT, capture_output=True, text=True)
-        wall = time.perf_counter() - t
-        cpu = _children_cpu() - cpu
-        others = max(0.0, _machine_busy() - busy - cpu)  # CPU of processes not part of the sweep
-        if res.returncode != 0:
-            raise RuntimeError(f"sweep failed ({res.returncode}): {res.stderr.strip()[-2000:]}")
-        if not (out / "s" / "sweep_summary.csv").is_file():
-            raise RuntimeError("the sweep wrote no sweep_summary.csv")
-        infos = [json.loads((out / "s" / str(i) / "run_info.json").read_text()) for i in range(jobs)]
-        begins = [datetime.fromisoformat(j["wall_clock_start_utc"]).timestamp() - start for j in infos]
-        ends = [b + j["wall_clock_seconds"] for b, j in zip(begins, infos)]
-        return {
-            "seconds": wall,
-            "cpu_seconds": cpu,
-            "others": others,
-            "first_job": min(begins),
-            "jobs_phase": max(ends) - min(begins),
-            "tail": wall - max(ends),
-            "job_seconds": sum(j["wall_clock_seconds"] for j in infos),
-            "job_cpu": sum(j["cpu_seconds"] for j in infos),
-        }
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
-def run(rounds: int) -> dict:
+def _children(pid: int) -> List[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def timed(argv: List[str], sample_memory: bool = False) -> dict:
+    """Run one command to its end: wall seconds, CPU seconds (it and its children), the CPU other
+    processes used meanwhile, and (sample_memory) RSS samples [(t, parent MB, largest worker MB)]."""
+    cpu, busy = _children_cpu(), _machine_busy()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    samples: List[tuple] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.5):
+            parent = _rss_mb(proc.pid)
+            workers = [m for m in (_rss_mb(c) for c in _children(proc.pid)) if m is not None]
+            if parent is not None:
+                samples.append((time.perf_counter() - t0, parent, max(workers) if workers else None))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    if sample_memory:
+        sampler.start()
+    _, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    stop.set()
+    if sample_memory:
+        sampler.join()
+    cpu = _children_cpu() - cpu
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[3:8])} ... failed ({proc.returncode}): {err.strip()[-2000:]}")
+    return {"seconds": wall, "cpu_seconds": cpu, "others": max(0.0, _machine_busy() - busy - cpu), "samples": samples}
+
+
+def mmrun(*args: str) -> List[str]:
+    return [sys.executable, "-m", "mmrun", *args]
+
+
+def run(quick: bool, basic_256: bool, rounds: int) -> dict:
     from run_all import ensure_data, machine
 
-    from mmrun.market.history import load_rows
-
-    big, _ = ensure_data()
-    workers = os.cpu_count() or 1
-    r = {"machine": machine(), "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "workers": workers}
-    print("kernel ...", flush=True)
-    r["kernel"] = kernel.kernel_bars_per_s(load_rows(str(big)), "touch", fee=0.001)
-    print("warm-up ...", flush=True)
-    from end_to_end import run_once
-
-    run_once(str(big))  # fills the numba cache, so no sweep below compiles
-    for key, args, jobs in (("", backtest_args(big), JOBS), ("paper_", PAPER_ARGS, len(PAPER_SPREADS))):
-        parallel, serial = [], []
-        for i in range(rounds):  # alternate, so a slow spell of the machine hits both alike
-            print(f"{key or 'backtest_'}sweep, round {i + 1}/{rounds}: parallel ...", flush=True)
-            parallel.append(timed_sweep(args, jobs, f"hydra.launcher.n_jobs={workers}"))
-            print(f"{key or 'backtest_'}sweep, round {i + 1}/{rounds}: one at a time ...", flush=True)
-            serial.append(timed_sweep(args, jobs, "hydra/launcher=basic"))
-        r[key + "parallel"] = min(parallel, key=lambda x: x["seconds"])
-        r[key + "serial"] = min(serial, key=lambda x: x["seconds"])
+    big, small = ensure_data()
+    r: Dict = {"machine": machine(), "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "rows": []}
+    tmp = Path(tempfile.mkdtemp(prefix="mmrun-bench-sweep-"))
+    try:
+        print("warm-up ...", flush=True)
+        timed(mmrun("mode=backtest", f"data.path={big}", f"hydra.run.dir={tmp / 'warm'}"))  # fills the numba cache
+        for s in sweeps(small, big):
+            row = {**s, "mmrun": [], "basic": [], "single": []}
+            for i in range(rounds):  # alternating, so a slow spell of the machine hits all three alike
+                print(f"{s['name']}, round {i + 1}/{rounds} ...", flush=True)
+                row["single"].append(timed(mmrun(*s["single"], f"hydra.run.dir={tmp / f'single{i}'}")))
+                row["mmrun"].append(timed(mmrun("--multirun", *s["args"], f"hydra.sweep.dir={tmp / f'm{i}'}")))
+                if not s.get("skip_basic") or basic_256:
+                    row["basic"].append(timed(mmrun("--multirun", *s["args"], "hydra/launcher=basic", f"hydra.sweep.dir={tmp / f'b{i}'}")))
+                for d in tmp.iterdir():
+                    if d.name != "warm":
+                        shutil.rmtree(d, ignore_errors=True)
+            for k in ("mmrun", "basic", "single"):
+                row[k] = min(row[k], key=lambda x: x["seconds"]) if row[k] else None
+            r["rows"].append(row)
+        if not quick:
+            print("10,000-job grid ...", flush=True)
+            args = ("mode=backtest", f"data.path={small}", f"spread={values(100, 0.0005, 0.00005)}",
+                    f"sizing.order_size_pct={values(100, 0.001, 0.0005)}")
+            g = timed(mmrun("--multirun", *args, f"hydra.sweep.dir={tmp / 'grid'}"), sample_memory=True)
+            g["jobs"] = sum(1 for p in (tmp / "grid").iterdir() if p.name.isdigit())
+            r["grid"] = g
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     r["rounds"] = rounds
     return r
 
 
-_HEADER = (
-    "| sweep | wall time | CPU time (all processes) | start to first job | first job start to last job end "
-    "| last job end to exit | jobs' own wall time (sum) | jobs' own CPU time (sum) | CPU time of other processes meanwhile |",
-    "|---|---|---|---|---|---|---|---|---|",
-)
+def _s(x: Optional[dict]) -> str:
+    return f"{x['seconds']:.2f} s" if x else "skipped"
 
 
-def _row(name: str, x: dict) -> str:
-    return (
-        f"| {name} | {x['seconds']:.2f} s | {x['cpu_seconds']:.2f} s | {x['first_job']:.2f} s | {x['jobs_phase']:.2f} s "
-        f"| {x['tail']:.2f} s | {x['job_seconds']:.2f} s | {x['job_cpu']:.2f} s | {x['others']:.2f} s |"
-    )
+def _verdict(value: float, target: Optional[float], aim: Optional[float] = None) -> str:
+    if target is None:
+        return ""
+    ok = "met" if value <= target else "**missed**"
+    return f"target <= {target:g}x{f' (aim {aim:g}x)' if aim else ''}: {ok}"
 
 
-def best_possible(ser: dict, workers: int) -> float:
-    """Seconds of the sweep with a perfect launcher: the one-at-a-time run's parts outside the
-    jobs as they are, its jobs' CPU time and Hydra's time between jobs split evenly over the
-    workers with nothing added (no worker start-up, no contention, no imbalance)."""
-    between = ser["jobs_phase"] - ser["job_seconds"]
-    return ser["first_job"] + ser["tail"] + (ser["job_cpu"] + between) / workers
+def _memory(g: dict) -> List[str]:
+    pts = [p for p in g["samples"] if p[2] is not None]  # while the workers ran
+    if len(pts) < 4:
+        return [f"- 10,000-job grid: {g['jobs']:,} jobs in {g['seconds']:.1f} s (too short to sample memory)"]
+    first, last = pts[len(pts) // 10], pts[-1]
+    peak_parent = max(p[1] for p in pts)
+    peak_worker = max(p[2] for p in pts)
+    return [
+        f"- 10,000-job grid over the 10,000-bar file (spread x 100, sizing.order_size_pct x 100): "
+        f"{g['jobs']:,} job folders in {g['seconds']:.1f} s ({g['seconds'] / max(1, g['jobs']) * 1000:.1f} ms a job, "
+        f"CPU {g['cpu_seconds']:.0f} s); resident memory at 10 % of the jobs' time -> at the last sample with "
+        f"workers: sweep process {first[1]:.0f} -> {last[1]:.0f} MB (peak {peak_parent:.0f} MB), largest worker "
+        f"{first[2]:.0f} -> {last[2]:.0f} MB (peak {peak_worker:.0f} MB)",
+    ]
 
 
 def section(r: dict) -> str:
     m = r["machine"]
-    k = r["kernel"]["seconds"]
-    par, ser, w = r["parallel"], r["serial"], r["workers"]
-    speedup = ser["seconds"] / par["seconds"]
-    ok = "met" if speedup >= TARGET_SPEEDUP else "**missed**"
-    ideal = best_possible(ser, w)
-    others = max(x["others"] for name, x in r.items() if name.endswith(("parallel", "serial")))
-    return "\n".join(
-        [
-            "## Sweeps",
-            "",
-            f"`python bench/bench_sweep.py` ({r['started']}; {m['cpu']}, {m['cores']} cores; best of {r['rounds']} "
-            f"round(s)). {JOBS} backtest jobs (spread x 8, sizing.order_size_pct x 2) over the same "
-            f"{BARS:,}-bar Parquet file (bench/data.py), each command timed from process start to exit, "
-            "report included. The parts come from the jobs' run_info.json.",
-            "",
-            *_HEADER,
-            _row(f"joblib, {w} workers (the default)", par),
-            _row("one at a time (hydra/launcher=basic)", ser),
-            "",
-            f"- speedup of the parallel sweep: **{speedup:.2f}x** on {w} cores (target >= {TARGET_SPEEDUP}x: {ok})",
-            f"- speedup of the jobs alone (first job start to last job end): {ser['jobs_phase'] / par['jobs_phase']:.2f}x",
-            f"- per-job overhead (sweep wall time / jobs - one backtest's kernel time): joblib "
-            f"{par['seconds'] / JOBS - k:.3f} s, one at a time {ser['seconds'] / JOBS - k:.3f} s; the kernel "
-            f"(engine.run_bulk, {r['kernel']['bars']:,} bars, best of 5) takes {k:.3f} s",
-            f"- a job run one at a time already keeps {ser['job_cpu'] / ser['job_seconds']:.2f} cores busy on average "
-            "(its CPU time over its wall time: report.png is drawn while the frames are written, Polars writes "
-            "with several threads)",
-            f"- the best any launcher could do here: {ideal:.2f} s, i.e. **{ser['seconds'] / ideal:.2f}x** "
-            f"(the one-at-a-time run's {ser['first_job']:.2f} s before the first job and {ser['tail']:.2f} s after the "
-            f"last as they are, the jobs' {ser['job_cpu']:.2f} s of CPU and Hydra's "
-            f"{ser['jobs_phase'] - ser['job_seconds']:.2f} s between jobs shared perfectly by {w} workers with no "
-            "start-up and no contention)",
-            *(
-                [
-                    "",
-                    f"For comparison, longer jobs: {len(PAPER_SPREADS)} paper runs on the simulated exchange, a day of "
-                    f"market each (`python -m mmrun --multirun {' '.join(PAPER_ARGS)}`):",
-                    "",
-                    *_HEADER,
-                    _row(f"joblib, {w} workers (the default)", r["paper_parallel"]),
-                    _row("one at a time (hydra/launcher=basic)", r["paper_serial"]),
-                    "",
-                    f"- speedup: **{r['paper_serial']['seconds'] / r['paper_parallel']['seconds']:.2f}x**; a job here "
-                    f"takes {r['paper_serial']['job_seconds'] / len(PAPER_SPREADS):.2f} s on average run one at a time, "
-                    f"and keeps {r['paper_serial']['job_cpu'] / r['paper_serial']['job_seconds']:.2f} cores busy",
-                ]
-                if "paper_parallel" in r
-                else []
-            ),
-            *(
-                [
-                    "- the machine was shared while measuring (other processes used "
-                    f"{others:.1f} s "
-                    "of CPU during a sweep): the parallel sweep needs both cores free, so its wall time and speedup "
-                    "are pessimistic here."
-                ]
-                if others > 0.5
-                else []
-            ),
-        ]
-    )
+    lines = [
+        "## Sweeps",
+        "",
+        f"`python bench/bench_sweep.py` ({r['started']}; {m['cpu']}, {m['cores']} cores; best of {r['rounds']} "
+        "round(s)). Each command timed from process start to exit, report and full re-runs of the top 10 jobs "
+        "included. mmrun = the default launcher (warm workers, one per core); basic = `hydra/launcher=basic` "
+        "(one job at a time in one process); single = one plain `python -m mmrun` run of one job of the sweep "
+        "(a backtest of the same file; a one-day paper run). Both sweeps write lean job folders.",
+        "",
+        "| sweep | mmrun | basic | single | mmrun / single | mmrun / basic | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    others = 0.0
+    for row in r["rows"]:
+        mm, basic, single = row["mmrun"], row["basic"], row["single"]
+        vs_single = mm["seconds"] / single["seconds"]
+        vs_basic = mm["seconds"] / basic["seconds"] if basic else None
+        target = ""
+        if row.get("vs_single"):
+            target = _verdict(vs_single, row["vs_single"], row.get("aim_single")) + " of single"
+        if row.get("vs_basic") and vs_basic is not None:
+            target = _verdict(vs_basic, row["vs_basic"]) + " of basic"
+        lines.append(
+            f"| {row['name']} | {_s(mm)} | {_s(basic)} | {_s(single)} | {vs_single:.2f}x | "
+            f"{f'{vs_basic:.2f}x' if vs_basic is not None else '-'} | {target} |"
+        )
+        others = max([others] + [x["others"] for x in (mm, basic, single) if x])
+    lines.append("")
+    if any(row.get("skip_basic") and not row["basic"] for row in r["rows"]):
+        lines.append("- the 256-job grid is not run one job at a time by default (several minutes; `--basic-256` adds it)")
+    if "grid" in r:
+        lines += _memory(r["grid"])
+        others = max(others, r["grid"]["others"])
+    if others > 0.5:
+        lines.append(
+            f"- the machine was shared while measuring (other processes used up to {others:.1f} s of CPU during one "
+            "command): wall times, and the parallel sweeps most, are pessimistic here."
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=2, help="timed rounds of each sweep (the best counts)")
+    p.add_argument("--rounds", type=int, default=1, help="timed rounds of each command (the best counts)")
+    p.add_argument("--quick", action="store_true", help="leave out the 10,000-job grid")
+    p.add_argument("--basic-256", action="store_true", help="also run the 256-job grid one job at a time")
     p.add_argument("--no-write", action="store_true", help="print the section, leave BENCHMARKS.md alone")
     args = p.parse_args()
-    text = section(run(args.rounds))
+    text = section(run(args.quick, args.basic_256, args.rounds))
     print(text)
     if not args.no_write:
         sections.write_section("bench/bench_sweep.py", text)

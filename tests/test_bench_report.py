@@ -54,27 +54,29 @@ def test_write_section_replaces_only_its_own_block(tmp_path):
     assert text.count(run_all.BEGIN) == 1 and text.count(run_all.END) == 1
 
 
-def test_sweep_section_judges_the_speedup_and_the_best_a_launcher_could_do():
+def test_sweep_section_judges_each_sweep_against_its_target():
     import bench_sweep
 
-    def sweep(seconds, first, jobs_phase, tail, job_s, job_cpu, others=0.0):
-        return {"seconds": seconds, "cpu_seconds": job_cpu + 3.0, "others": others, "first_job": first,
-                "jobs_phase": jobs_phase, "tail": tail, "job_seconds": job_s, "job_cpu": job_cpu}
+    def t(seconds, others=0.0):
+        return {"seconds": seconds, "cpu_seconds": seconds, "others": others, "samples": []}
 
-    serial = sweep(12.0, 2.0, 9.0, 1.0, 8.0, 10.0)
-    # perfect sharing of the jobs' CPU and Hydra's 1 s between jobs: 2 + 1 + (10 + 1) / 2
-    assert bench_sweep.best_possible(serial, 2) == 8.5
-    r = {"machine": {"cpu": "Test CPU", "cores": 2}, "started": "2026-11-24 07:00 UTC", "rounds": 1, "workers": 2,
-         "kernel": {"bars": 1_000_000, "seconds": 0.03}, "serial": serial,
-         "parallel": sweep(10.0, 2.5, 6.0, 1.5, 11.0, 11.0)}
+    rows = bench_sweep.sweeps(Path("small.parquet"), Path("big.parquet"))
+    timings = [
+        (t(3.0), t(20.0), t(2.0)),   # 64 x 10k: 1.5x single, met
+        (t(3.5), t(4.0), t(2.5)),    # 4 x 1M: no target
+        (t(6.0), t(11.0), t(2.5)),   # 16 x 1M: no target
+        (t(22.5), None, t(2.5)),     # 256 x 1M: 9x single, missed; basic skipped
+        (t(6.0), t(12.0, others=1.5), t(1.5)),  # 8 paper: 0.5x basic, met
+    ]
+    for row, (mm, basic, single) in zip(rows, timings):
+        row.update(mmrun=mm, basic=basic, single=single)
+    samples = [(i * 0.5, 300.0 + (i == 30), 200.0) for i in range(40)]
+    grid = {"seconds": 300.0, "cpu_seconds": 590.0, "others": 0.0, "jobs": 10_000, "samples": samples}
+    r = {"machine": {"cpu": "Test CPU", "cores": 2}, "started": "2026-11-24 07:00 UTC", "rounds": 1, "rows": rows, "grid": grid}
     text = bench_sweep.section(r)
-    assert "**1.20x** on 2 cores (target >= 1.7x: **missed**)" in text
-    assert "jobs alone (first job start to last job end): 1.50x" in text
-    assert "8.50 s, i.e. **1.41x**" in text and "keeps 1.25 cores busy" in text
-    assert "shared while measuring" not in text
-    r["parallel"] = sweep(6.0, 1.0, 4.5, 0.5, 8.0, 8.0, others=2.0)
-    r["paper_serial"], r["paper_parallel"] = sweep(16.0, 2.0, 13.0, 1.0, 12.0, 12.0), sweep(10.0, 2.5, 7.0, 0.5, 12.5, 12.5)
-    text = bench_sweep.section(r)
-    assert "**2.00x** on 2 cores (target >= 1.7x: met)" in text and "other processes used 2.0 s" in text
-    assert "8 paper runs on the simulated exchange" in text
-    assert "- speedup: **1.60x**; a job here takes 1.50 s on average run one at a time, and keeps 1.00 cores busy" in text
+    assert "| 64 jobs x 10,000 bars | 3.00 s | 20.00 s | 2.00 s | 1.50x | 0.15x | target <= 2x (aim 1.5x): met of single |" in text
+    assert "| 256 jobs x 1,000,000 bars | 22.50 s | skipped | 2.50 s | 9.00x | - | target <= 8x (aim 5x): **missed** of single |" in text
+    assert "| 8 paper jobs, a day of simulated market each | 6.00 s | 12.00 s | 1.50 s | 4.00x | 0.50x | target <= 0.6x: met of basic |" in text
+    assert "--basic-256" in text
+    assert "10,000 job folders in 300.0 s (30.0 ms a job" in text and "sweep process 300 -> 300 MB (peak 301 MB)" in text
+    assert "other processes used up to 1.5 s" in text
