@@ -400,10 +400,12 @@ def rerun_full_in_process(config: DictConfig, jobs: Sequence[Tuple[int, List[str
 
     from hydra._internal.callbacks import Callbacks
 
-    from mmrun.__main__ import _task
+    from mmrun import __main__ as entry
 
     if not GlobalHydra.instance().is_initialized() or not jobs:
         return {}
+    _task = entry._task
+    failures_before = len(entry._failures)  # a single run's failure is kept for the exit code: not these
     context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=Callbacks())
     composer = JobComposer(context.config_loader, config)
     task = getattr(_task, "__wrapped__", _task)
@@ -423,5 +425,6 @@ def rerun_full_in_process(config: DictConfig, jobs: Sequence[Tuple[int, List[str
     finally:
         sys.stdout.close()
         sys.stdout = saved
+        del entry._failures[failures_before:]
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     return out

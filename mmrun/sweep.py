@@ -429,6 +429,24 @@ def _release_idle_workers() -> None:
         pool.shutdown(wait=False)
 
 
+def _plain_optuna_log(stream: Any = None) -> None:
+    """Optuna's log lines without colour codes when they do not go to a terminal (a file, a pipe).
+
+    Optuna formats its lines with colorlog, which colours them whatever the stream is.
+    """
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    if isatty is not None and isatty():
+        return
+    try:
+        import optuna.logging  # the sweeper imports it next anyway
+    except ImportError:
+        return
+    for handler in optuna.logging.get_logger("optuna").handlers:
+        if type(handler.formatter).__name__ == "ColoredFormatter":
+            handler.setFormatter(logging.Formatter("[%(levelname)1.1s %(asctime)s] %(message)s"))
+
+
 class SweepReport(Callback):
     """Hydra callback (conf/config.yaml: hydra.callbacks.sweep_report): the report when a multirun ends."""
 
@@ -443,6 +461,8 @@ class SweepReport(Callback):
             print(f"mmrun: error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
         sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
+        if "optuna" in sweeper.lower():
+            _plain_optuna_log()
         opt_dir = OmegaConf.select(config, "hydra.sweeper.direction", default=None)
         if "optuna" in sweeper.lower() and opt_dir is not None:
             names = [getattr(d, "name", str(d)) for d in (opt_dir if OmegaConf.is_list(opt_dir) else [opt_dir])]

@@ -342,6 +342,7 @@ def test_optuna_optimises_the_configured_objective(tmp_path: Path):
     df = read_report(d)
     assert df["spread"].to_list() == [0.001, 0.004]  # ranked by trades: a tighter spread trades more
     assert df["trades"][0] > df["trades"][1]
+    assert "\x1b[" not in r.stdout + r.stderr  # no colour codes: not a terminal
     best = yaml.safe_load((d / "optimization_results.yaml").read_text())
     # what each job returned to Optuna is the configured objective
     assert best["best_value"] == df["trades"][0] and best["best_params"] == {"spread": 0.001}
