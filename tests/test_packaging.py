@@ -24,7 +24,7 @@ def wheel(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("src")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)
-    for name in ("mmrun", "conf"):
+    for name in ("mmrun", "conf", "hydra_plugins"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)],
@@ -39,6 +39,8 @@ def test_the_wheel_carries_every_config_file_and_the_console_script(wheel):
     shipped = sorted(n[len("mmrun/conf/"):] for n in names if n.startswith("mmrun/conf/") and n.endswith(".yaml"))
     assert shipped == CONF_FILES
     assert "config.yaml" in shipped and "strategy/symmetric.yaml" in shipped
+    # mmrun's sweep launcher, where Hydra's plugin discovery looks (the hydra_plugins namespace)
+    assert "hydra_plugins/mmrun_launcher/mmrun_launcher.py" in names and "hydra_plugins/__init__.py" not in names
     entry = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry).decode()
     assert "[console_scripts]" in text and "mmrun = mmrun.__main__:main" in text
@@ -63,6 +65,12 @@ def test_the_installed_wheel_runs_from_another_folder(wheel, tmp_path):
     assert done.returncode == 0, done.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["ticks"] == 20 and summary["status"] == "max_ticks"
+    sweep_dir = tmp_path / "sweep"  # a sweep runs on the wheel's own launcher
+    swept = subprocess.run([sys.executable, "-m", "mmrun", "--multirun", "run.max_ticks=20", "spread=0.001,0.002",
+                            f"hydra.sweep.dir={sweep_dir}"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert swept.returncode == 0, swept.stderr
+    assert "hydra_plugins.mmrun_launcher" in (sweep_dir / "multirun.yaml").read_text()
+    assert (sweep_dir / "sweep_summary.csv").is_file() and (sweep_dir / "top" / "1" / "report.png").is_file()
 
 
 def test_the_console_script_is_python_m_mmrun(tmp_path):
