@@ -173,7 +173,7 @@ def grid_sweep(tmp_path_factory) -> tuple:
     return d, r
 
 
-LEAN = {".hydra", "summary.json", "events.parquet", "mmrun.log", "run_info.json"}
+LEAN = {".hydra", "summary.json", "events.parquet", "returns.parquet", "mmrun.log", "run_info.json"}
 
 
 def test_grid_sweep_runs_in_parallel_and_writes_the_report(grid_sweep):
@@ -227,7 +227,8 @@ def test_a_sweep_console_is_one_line_per_job_then_the_leaderboard(grid_sweep):
     assert [line.split()[0] for line in jobs] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
     assert all(" completed: spread=0.00" in line and "mode=" not in line for line in jobs)
     assert lines[4] == f"sweep {d}: 4 jobs, top 2 by total_return_pct (maximize)"
-    assert len(lines) == 4 + 4 + 1  # the leaderboard (title, header, 2 rows) and the report line
+    assert len(lines) == 4 + 4 + 1 + 1  # the leaderboard (title, header, 2 rows), the trust line, the report line
+    assert lines[8].startswith("  best of 4 trials")
     assert r.stderr == ""  # no Hydra/Joblib banners, no per-job summaries
 
 
