@@ -96,7 +96,8 @@ def _warm(job_cfg: Optional[DictConfig]) -> None:
             return
         capital = float(job_cfg.capital)
         cols = [np.full(4, 100.0) for _ in ROW_FIELDS[1:]]
-        engine.run_bulk(build_params(job_cfg, capital, 0.0, dt_s=60.0), engine.make_state(0.0, capital), *cols)
+        params = build_params(job_cfg, capital, 0.0, dt_s=60.0)
+        engine.run_bulk(params, engine.make_state(0.0, capital, params), *cols)
     except Exception as exc:  # noqa: BLE001 - the jobs meet (and report) any real problem
         log.debug("kernel warm-up skipped: %s: %s", type(exc).__name__, exc)
 
@@ -182,6 +183,9 @@ class Session:
         except BaseException:
             self.close(kill=True)
             raise
+        if self.bar is not None:  # cleared before the report prints (a later batch opens a new one)
+            self.bar.close()
+            self.bar = None
         return [results[idx] for idx, _ in jobs]
 
     def _ensure_pool(self, n_first: int, first: List[str]) -> None:
@@ -200,16 +204,13 @@ class Session:
 
     def _open_bar(self, total: int) -> None:
         self.total += total
-        if self.bar is not None:
-            self.bar.total = (self.bar.total or 0) + total
-            self.bar.refresh()
-            return
         isatty = getattr(sys.stderr, "isatty", None)
         if isatty is not None and isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc="sweep", unit="job", file=sys.stderr, dynamic_ncols=True, leave=False)
-            self.bar.set_postfix(failed=0, refresh=False)
+            self.bar = tqdm(total=self.total, initial=self.done, desc="sweep", unit="job", file=sys.stderr,
+                            dynamic_ncols=True, leave=False)
+            self.bar.set_postfix(failed=self.failed, refresh=False)
 
     def _progress(self, idx: int, overrides: Sequence[str], status: str, error: Optional[str]) -> None:
         self.done += 1
