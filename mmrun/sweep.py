@@ -409,7 +409,11 @@ def _report(sweep_dir: Path, kwargs: Dict[str, Any]) -> None:
 
 def finish_pending() -> None:
     """Report the sweep that started in this process but did not reach its end, if any."""
+    global _pending
     if _pending is not None:
+        if not any(Path(_pending[0]).glob("**/.hydra/hydra.yaml")):
+            _pending = None  # the sweep stopped before its first job: nothing to report
+            return
         _report(*_pending)
 
 
