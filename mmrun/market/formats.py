@@ -140,11 +140,14 @@ class Table:
                 pass
             self.temp = None
 
-    def scan(self, schema: Optional[Dict[str, pl.DataType]] = None) -> pl.LazyFrame:
-        """The file as a LazyFrame with its own column names (CSV cells as text unless schema says)."""
+    def scan(self, schema: Optional[Dict[str, pl.DataType]] = None, lossy: bool = False) -> pl.LazyFrame:
+        """The file as a LazyFrame with its own column names (CSV cells as text unless schema says).
+
+        lossy: decode invalid UTF-8 as U+FFFD instead of failing (half the CSV reader's speed:
+        used only to find what is wrong with a file)."""
         if self.reader == "csv":
             kw = dict(separator=self.separator, has_header=self.has_header, infer_schema=False,
-                      truncate_ragged_lines=False, encoding="utf8-lossy")
+                      truncate_ragged_lines=False, encoding="utf8-lossy" if lossy else "utf8")
             if self.new_columns:
                 kw["new_columns"] = self.new_columns
             if schema:

@@ -231,13 +231,13 @@ def _frame(table: Table) -> pl.DataFrame:
         if table.reader == "csv":
             typed = {src: pl.Float64 for canon, src in wanted.items() if canon in _NUMERIC}
             tcol = wanted.get("timestamp") or wanted.get("ts_ms")
-            first = table.scan().select(pl.col(tcol)).head(1).collect()[tcol]
+            first = table.scan(lossy=True).select(pl.col(tcol)).head(1).collect()[tcol]
             if first.len() and str(first[0] or "").strip().lstrip("-").isdigit():
                 typed[tcol] = pl.Int64  # epoch integers: parsed as numbers, not text
             try:
                 df = table.scan(typed).select(select).collect()
             except pl.exceptions.PolarsError:
-                df = table.scan().select(select).collect()
+                df = table.scan(lossy=True).select(select).collect()
         else:
             df = table.scan().select(select).collect()
     except Exception as exc:

@@ -68,7 +68,7 @@ class TickRows:
 
 def _time_kind(table: Table, col: str) -> Tuple[str, Optional[pl.DataType]]:
     """How the time column is written: 'int', 'float', 'datetime' or 'text' (from the first row)."""
-    first = table.scan().select(pl.col(col)).head(1).collect()
+    first = table.scan(lossy=True).select(pl.col(col)).head(1).collect()
     if first.height == 0:
         raise table.fail("no data rows")
     dtype = first.schema[col]
@@ -136,7 +136,7 @@ def _batches(table: Table, wanted: Dict[str, str], floats: Tuple[str, ...]):
 def _parse_error(table: Table, wanted, floats, exc: Exception):
     """A cell Polars could not read as a number: find its row in a text scan for the message."""
     try:
-        lf = table.scan().with_row_index("_row")
+        lf = table.scan(lossy=True).with_row_index("_row")
         for c in floats + ("time",):
             col = pl.col(wanted[c]).cast(pl.String).str.strip_chars()
             as_num = col.cast(pl.Float64, strict=False)
