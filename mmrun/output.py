@@ -34,7 +34,7 @@ RUN_FILES = frozenset({
     "events.csv", "events.parquet", "equity.parquet", "market.parquet", "market.json", "summary.json",
     "report.png", "run_info.json", "returns.parquet", "validation.json",
 })
-_RUN_FILE_SUFFIXES = (".tmp", ".rows", ".part.parquet")  # unfinished writes, a killed run's journals
+_RUN_FILE_SUFFIXES = (".tmp", ".part.parquet")  # unfinished writes
 
 
 class FolderRefused(ConfigError):
@@ -79,11 +79,19 @@ def clear_previous_run(out_dir: Path) -> List[Path]:
 
     Kept: .hydra/ (Hydra has just written this run's config there) and the job's .log file
     (emptied when a previous run was removed). Removed: the run files (RUN_FILES, unfinished
-    writes, journals) and pair subfolders holding nothing else. Anything else in the folder
-    (a file mmrun does not write) raises FolderRefused before anything is removed. Returns
-    what was removed.
+    writes) and pair subfolders holding nothing else. A killed paper run not yet recovered (a
+    journal) or anything else in the folder (a file mmrun does not write) raises FolderRefused
+    before anything is removed. Returns what was removed.
     """
+    from mmrun.recorder import JOURNAL
+
     remove: List[Path] = []
+    killed = [p for p in [out_dir / JOURNAL, *out_dir.glob(f"*/{JOURNAL}")] if p.is_file()]
+    if killed:
+        raise FolderRefused(
+            f"{out_dir}: holds a paper run that was stopped before it finished ({killed[0].relative_to(out_dir)}): "
+            f"python -m mmrun.recover {out_dir} writes its files; or choose another folder"
+        )
     for entry in sorted(out_dir.iterdir()):
         if entry.name == ".hydra" or (entry.is_file() and entry.suffix == ".log"):
             continue

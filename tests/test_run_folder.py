@@ -37,7 +37,7 @@ def test_a_previous_run_is_removed_whole_and_other_files_are_refused(tmp_path):
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "config.yaml").write_text("new: config\n")
     (tmp_path / "__main__.log").write_text("")
-    for name in ("events.csv", "summary.json", "market.json", "market.parquet.tmp", ".cycles.rows"):
+    for name in ("events.csv", "summary.json", "market.json", "market.parquet.tmp", "returns.parquet"):
         (tmp_path / name).write_text("old")
     (tmp_path / "BTC-USDT").mkdir()
     (tmp_path / "BTC-USDT" / "events.csv").write_text("old")
@@ -51,6 +51,14 @@ def test_a_previous_run_is_removed_whole_and_other_files_are_refused(tmp_path):
     with pytest.raises(FolderRefused, match="holds notes.txt, which is not part of an mmrun run"):
         clear_previous_run(tmp_path)
     assert (tmp_path / "summary.json").read_text() == "old"  # refused: nothing removed
+
+    # a killed paper run's journal is data: its folder is not replaced before it is recovered
+    (tmp_path / "notes.txt").unlink()
+    (tmp_path / "BTC-USDT").mkdir()
+    (tmp_path / "BTC-USDT" / ".journal.rows").write_bytes(b"")
+    with pytest.raises(FolderRefused, match=f"stopped before it finished .*python -m mmrun.recover {tmp_path}"):
+        clear_previous_run(tmp_path)
+    assert (tmp_path / "summary.json").read_text() == "old"
 
 
 def test_a_two_pair_run_then_a_one_pair_run_into_the_same_folder(tmp_path):
