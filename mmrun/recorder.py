@@ -161,19 +161,32 @@ def _records(journal: "Journal | Path"):
         first += len(block)
 
 
-def split_journal(journal: "Journal | Path"):
-    """(cycles (n, 13), fills (k, 7)) from a journal: the cycle records without their kind, and
-    the fill records (FILL_COLUMNS) up to the last whole cycle (a fill written without its
-    cycle, by a write cut short, is left out)."""
-    cycles, fills = [], []
+_EQUITY_COLS = [1, 8, 9, 10, 11, 12, 13]  # a cycle record's equity row, EQUITY_SCHEMA order
+
+
+def split_journal(journal: "Journal | Path", market: bool = True):
+    """(equity (n, 7), market (n, 7) or None, fills (k, 7)) from a journal: each cycle's equity row
+    (EQUITY_SCHEMA order) and, if `market`, its market row (ROW_FIELDS order); the fill records
+    (FILL_COLUMNS) up to the last whole cycle (a fill written without its cycle, by a write cut
+    short, is left out). Two passes over the journal, so that only the results are held whole."""
+    n_cycles = n_fills = 0
+    for block in _records(journal):
+        n_cycles += int(np.count_nonzero(block[:, 0] == KIND_CYCLE))
+        n_fills += int(np.count_nonzero(block[:, 0] == KIND_FILL))
+    equity = np.empty((n_cycles, len(EQUITY_SCHEMA)))
+    rows = np.empty((n_cycles, len(MARKET_SCHEMA))) if market else None
+    fills = np.empty((n_fills, len(FILL_COLUMNS)))
+    i = j = 0
     for block in _records(journal):
         kind = block[:, 0]
-        cycles.append(block[kind == KIND_CYCLE, 1:])
-        fills.append(block[kind == KIND_FILL, 1 : 1 + len(FILL_COLUMNS)])
-    cycles = np.concatenate(cycles) if cycles else np.empty((0, JOURNAL_WIDTH - 1))
-    fills = np.concatenate(fills) if fills else np.empty((0, len(FILL_COLUMNS)))
-    last_ts = cycles[-1, 0] if len(cycles) else -np.inf
-    return cycles, fills[fills[:, 0] <= last_ts]
+        c, f = block[kind == KIND_CYCLE], block[kind == KIND_FILL]
+        equity[i : i + len(c)] = c[:, _EQUITY_COLS]
+        if rows is not None:
+            rows[i : i + len(c)] = c[:, _MARKET]
+        fills[j : j + len(f)] = f[:, 1 : 1 + len(FILL_COLUMNS)]
+        i, j = i + len(c), j + len(f)
+    last_ts = equity[-1, 0] if n_cycles else -np.inf
+    return equity, rows, fills[fills[:, 0] <= last_ts]
 
 
 class PairRecorder:
@@ -234,33 +247,26 @@ class PairRecorder:
         self._journal.close()
         if not self._market_written:
             self._write_market()
-        cycles, fills = split_journal(self._journal)
-        return _outcome(self.pair, status, errors, cycles, fills, self._hash.hexdigest(), in_memory=self.folder is None)
+        return _outcome(self.pair, status, errors, self._journal, self._hash.hexdigest(), in_memory=self.folder is None)
 
 
-def _outcome(pair: str, status: str, errors: int, cycles: np.ndarray, fills: np.ndarray, fingerprint: str,
+def _outcome(pair: str, status: str, errors: int, journal: "Journal | Path", fingerprint: Optional[str],
              in_memory: bool) -> PairOutcome:
-    """An outcome from a journal's cycles (n, 13) and fills (k, 7) (see split_journal)."""
-    equity = frame(
-        {
-            "ts_ms": cycles[:, 0],
-            "mid": cycles[:, 7],
-            "bid_quoted": cycles[:, 8],
-            "ask_quoted": cycles[:, 9],
-            "base": cycles[:, 10],
-            "quote": cycles[:, 11],
-            "equity": cycles[:, 12],
-        },
-        EQUITY_SCHEMA,
-    )
-    market = None
-    if in_memory:
-        market = frame({c: cycles[:, i] for i, c in enumerate(MARKET_SCHEMA)}, MARKET_SCHEMA)
+    """An outcome from a journal (see split_journal): the equity and fills frames, and the market
+    frame when in_memory; fingerprint None = computed from the journal's market rows."""
+    equity_rows, market_rows, fill_rows = split_journal(journal, market=in_memory or fingerprint is None)
+    equity = frame({c: equity_rows[:, i] for i, c in enumerate(EQUITY_SCHEMA)}, EQUITY_SCHEMA)
+    del equity_rows  # the frame holds its own copy: keep the peak low on a long run
+    fills = fills_frame(*(fill_rows[:, i] for i in range(len(FILL_COLUMNS))))
+    del fill_rows
+    if fingerprint is None:
+        fingerprint = fingerprint_rows(market_rows)
+    market = frame({c: market_rows[:, i] for i, c in enumerate(MARKET_SCHEMA)}, MARKET_SCHEMA) if in_memory else None
     return PairOutcome(
         pair=pair,
         status=status,
         equity=equity,
-        fills=fills_frame(*(fills[:, i] for i in range(len(FILL_COLUMNS)))),
+        fills=fills,
         market=market,
         errors=errors,
         fingerprint=fingerprint,
@@ -326,16 +332,14 @@ def recover_pair(pair: str, folder: Path) -> PairOutcome:
     folder = Path(folder)
     if not has_journal(folder):
         raise DataError(f"{folder}: no paper-run journal ({JOURNAL}) to recover from")
-    cycles, fills = split_journal(folder / JOURNAL)
     errors = 0
     events = folder / "events.csv"
     if events.is_file():
         cut_to_whole_lines(events)
         with open(events, "rb") as f:
             errors = sum(chunk.count(b",ERROR,") for chunk in iter(lambda: f.read(1 << 20), b""))
-    write_market_parquet(folder, len(cycles))
-    digest = hashlib.sha256(np.ascontiguousarray(cycles[:, : len(MARKET_SCHEMA)]).tobytes()).hexdigest()
-    return _outcome(pair, "interrupted", errors, cycles, fills, digest, in_memory=False)
+    write_market_parquet(folder)
+    return _outcome(pair, "interrupted", errors, folder / JOURNAL, None, in_memory=False)
 
 
 def bulk_outcome(pair: str, ts: np.ndarray, mid: np.ndarray, quoted: np.ndarray, fills: np.ndarray,

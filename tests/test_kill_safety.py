@@ -95,7 +95,7 @@ def test_a_full_disk_ends_the_run_with_one_error_and_readable_files(tmp_path, mo
     text = (tmp_path / "events.csv").read_text()
     assert text.endswith("\n") and text.splitlines()[0] == ",".join(EVENT_COLUMNS)
     read_events(tmp_path / "events.csv")  # readable as a whole
-    cycles, _ = split_journal(tmp_path / JOURNAL)
+    cycles, _, _ = split_journal(tmp_path / JOURNAL)
     assert (tmp_path / JOURNAL).stat().st_size % (8 * 14) == 0  # whole records only
     # whatever made it to disk is a consistent run up to its last recorded cycle: recover it
     monkeypatch.setattr(record, "_os_write", os.write)
