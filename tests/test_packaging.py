@@ -39,6 +39,10 @@ def test_the_wheel_carries_every_config_file_and_the_console_script(wheel):
     shipped = sorted(n[len("mmrun/conf/"):] for n in names if n.startswith("mmrun/conf/") and n.endswith(".yaml"))
     assert shipped == CONF_FILES
     assert "config.yaml" in shipped and "strategy/symmetric.yaml" in shipped
+    # every module of the package (a subpackage missing from pyproject's list is missing from the wheel;
+    # an editable install in the same environment would hide that from the run below)
+    sources = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "mmrun").rglob("*.py"))
+    assert [s for s in sources if s not in names] == []
     # mmrun's sweep launcher, where Hydra's plugin discovery looks (the hydra_plugins namespace)
     assert "hydra_plugins/mmrun_launcher/mmrun_launcher.py" in names and "hydra_plugins/__init__.py" not in names
     entry = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
