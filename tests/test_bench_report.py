@@ -70,7 +70,7 @@ def test_sweep_section_judges_each_sweep_against_its_target():
     ]
     for row, (mm, basic, single) in zip(rows, timings):
         row.update(mmrun=mm, basic=basic, single=single)
-    samples = [(i * 0.5, 300.0 + (i == 30), 200.0) for i in range(40)]
+    samples = [(i * 0.5, 300.0 + (i == 30) + 50 * (i == 40), 200.0, i * 250) for i in range(41)]
     grid = {"seconds": 300.0, "cpu_seconds": 590.0, "others": 0.0, "jobs": 10_000, "samples": samples}
     r = {"machine": {"cpu": "Test CPU", "cores": 2}, "started": "2026-11-24 07:00 UTC", "rounds": 1, "rows": rows, "grid": grid}
     text = bench_sweep.section(r)
@@ -78,5 +78,7 @@ def test_sweep_section_judges_each_sweep_against_its_target():
     assert "| 256 jobs x 1,000,000 bars | 22.50 s | skipped | 2.50 s | 9.00x | - | target <= 8x (aim 5x): **missed** of single |" in text
     assert "| 8 paper jobs, a day of simulated market each | 6.00 s | 12.00 s | 1.50 s | 4.00x | 0.50x | target <= 0.6x: met of basic |" in text
     assert "--basic-256" in text
-    assert "10,000 job folders in 300.0 s (30.0 ms a job" in text and "sweep process 300 -> 300 MB (peak 301 MB)" in text
+    assert "10,000 job folders in 300.0 s (30.0 ms a job" in text
+    assert "from job 1,000 to job 9,750: sweep process 300 -> 300 MB, largest worker 200 -> 200 MB" in text
+    assert "350 MB and 200 MB" in text
     assert "other processes used up to 1.5 s" in text
