@@ -9,6 +9,7 @@ a long run is not a solid band of markers.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
@@ -364,7 +365,8 @@ def is_optuna_sweep(sweep_dir: Path) -> bool:
             text = path.read_text()
         except OSError:
             continue
-        if "hydra_optuna_sweeper" in text:
+        # the sweeper's class, not any mention: mmrun's logging config names the Optuna sweeper's logger
+        if re.search(r"_target_:\s*hydra_plugins\.hydra_optuna_sweeper\.", text):
             return True
     return False
 

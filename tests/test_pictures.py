@@ -120,6 +120,11 @@ def test_an_optuna_sweep_is_told_by_its_files(tmp_path):
     (tmp_path / "0" / ".hydra").mkdir(parents=True)
     (tmp_path / "0" / ".hydra" / "hydra.yaml").write_text("sweeper:\n  _target_: hydra._internal.core_plugins.basic_sweeper.BasicSweeper\n")
     assert not is_optuna_sweep(tmp_path)
+    # a grid sweep's multirun.yaml names the Optuna sweeper's logger (mmrun's logging config), not its class
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n  sweeper:\n    _target_: hydra_plugins.mmrun_launcher.mmrun_launcher.MmrunSweeper\n"
+        "  hydra_logging:\n    loggers:\n      hydra_plugins.hydra_optuna_sweeper._impl:\n        level: WARNING\n")
+    assert not is_optuna_sweep(tmp_path)
     (tmp_path / "0" / ".hydra" / "hydra.yaml").write_text(
         "sweeper:\n  _target_: hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper\n")
     assert is_optuna_sweep(tmp_path)
