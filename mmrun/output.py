@@ -188,7 +188,7 @@ def _quotes_dropped(pair: str, out: PairOutcome) -> Dict[str, int]:
 
     dropped = dict(out.quotes_dropped or {})
     if any(dropped.values()):
-        log.info("%s: quotes not placed: %s", pair, dropped_note(dropped))
+        log.info("%s: quotes not placed, by reason (summary.json quotes_dropped): %s", pair, dropped_note(dropped))
     return dropped
 
 

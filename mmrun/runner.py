@@ -216,7 +216,10 @@ def run(cfg: Any, out_dir: Path) -> Dict[str, Any]:
     for warning in config_warnings(cfg):
         log.warning("%s", warning)
     dirs = pair_dirs(out_dir, specs)
-    log.info("%s %s on %s, output %s", cfg.mode, ",".join(s.pair for s in specs), cfg.exchange.id, out_dir)
+    source = cfg.exchange.id  # a data-file backtest names its file (summary.json: exchange "file", data_source)
+    if cfg.mode == "backtest" and cfg.data.path and source == "sim":
+        source = f"file {Path(str(cfg.data.path)).name}"
+    log.info("%s %s on %s, output %s", cfg.mode, ",".join(s.pair for s in specs), source, out_dir)
     checked: Dict[str, Any] = {}  # sweep.holdout / sweep.folds results per pair (backtests)
     if cfg.mode == "paper":
         outcomes = asyncio.run(_run_paper(cfg, specs, dirs))
