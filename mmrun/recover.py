@@ -5,8 +5,8 @@ A paper run appends one record per cycle and per fill to journals in each pair's
 goes (recorder.Journal), and events.csv line by line. From those this writes what the run would
 have written at its end, up to its last complete cycle: market.parquet, equity.parquet,
 events.parquet, summary.json (status `interrupted`) and report.png, for each pair and the root
-of a several-pair run; events.csv is cut back to its last whole line. The config is the one the
-run recorded in .hydra/config.yaml. Exit codes: 0 recovered, 2 nothing to recover (a finished run,
+of a several-pair run, and the run's returns.parquet; events.csv is cut back to its last whole
+line. The config is the one the run recorded in .hydra/config.yaml. Exit codes: 0 recovered, 2 nothing to recover (a finished run,
 a backtest, not a run folder) or the folder cannot be written.
 """
 
@@ -53,7 +53,11 @@ def recover(folder: Path) -> Dict[str, Any]:
             "writing its files, a backtest, or not a paper run)"
         )
     outcomes = [recover_pair(s.pair, dirs[s.pair]) for s in specs]
-    return write_outputs(cfg, specs, outcomes, dirs, folder)
+    summary = write_outputs(cfg, specs, outcomes, dirs, folder)
+    from mmrun import validation
+
+    validation.write_outputs(cfg, folder, outcomes, {})  # returns.parquet, as a finished run writes it
+    return summary
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

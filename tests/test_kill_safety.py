@@ -108,6 +108,7 @@ def test_a_full_disk_ends_the_run_with_one_error_and_readable_files(tmp_path, mo
     s = recover(tmp_path)
     assert s["status"] == "interrupted" and s["ticks"] == len(cycles)
     assert pl.read_parquet(tmp_path / "market.parquet").height == len(cycles)
+    assert pl.read_parquet(tmp_path / "returns.parquet").columns == ["period", "start_ms", "end_ms", "equity", "return"]
 
 
 def test_the_cli_reports_a_full_disk_as_one_line(tmp_path):
