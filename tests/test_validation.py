@@ -206,7 +206,7 @@ def test_holdout_sweep_writes_sweep_json_columns_and_picture(holdout_sweep):
     assert "sweep.json" in r.stdout and "is_oos.png" in r.stdout
 
 
-def test_holdout_figures_equal_separate_runs_on_each_part(holdout_sweep):
+def test_holdout_figures_equal_runs_by_hand_with_data_since_and_until(holdout_sweep):
     tmp, data, d, r = holdout_sweep
     assert r.returncode == 0, r.stderr[-2000:]
     job = d / "0"
@@ -214,16 +214,15 @@ def test_holdout_figures_equal_separate_runs_on_each_part(holdout_sweep):
     checked = json.loads((job / validation.VALIDATION_FILE).read_text())
     held = next(iter(checked["pairs"].values()))["holdout"]
     assert summary["ticks"] == 300 and held["rows"] == 100
-    rows = pl.read_csv(data)
-    spread = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
-    spread = [o for o in spread if o.startswith("spread=")][0]
-    for part, lo, hi, want in (("search", 0, 300, summary), ("held", 300, 400, held["metrics"])):
-        path = tmp / f"{part}.csv"
-        rows.slice(lo, hi - lo).write_csv(path)
-        one = run_mmrun("mode=backtest", f"data.path={path}", spread, run_dir=tmp / f"run_{part}")
+    # a candle's row is stamped at its close; data.since / data.until count candle open times
+    assert held["start"] == "2023-11-27T11:13:20.000Z"  # bar 300 opens 300 h after 2023-11-14T22:13:20, closes 1 h later
+    cut = "2023-11-27T10:13:20Z"
+    spread = [o for o in yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) if o.startswith("spread=")][0]
+    for part, bound, want in (("search", f"data.until={cut}", summary), ("held", f"data.since={cut}", held["metrics"])):
+        one = run_mmrun("mode=backtest", f"data.path={data}", spread, bound, run_dir=tmp / f"run_{part}")
         assert one.returncode == 0, one.stderr[-2000:]
         alone = json.loads((tmp / f"run_{part}" / "summary.json").read_text())
-        for key in ("total_return_pct", "trades", "sharpe", "max_drawdown_pct", "fees"):
+        for key in ("total_return_pct", "trades", "sharpe", "max_drawdown_pct", "fees", "ticks"):
             assert alone[key] == want[key], (part, key)
         if part == "search":
             assert alone["data_fingerprint"] == summary["data_fingerprint"]
