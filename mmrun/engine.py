@@ -246,21 +246,6 @@ def best_placed(params: Any, quotes: np.ndarray, fills: np.ndarray, n: int) -> t
     return best_quoted(quotes)
 
 
-def nominal_order_note(params: Any, last: float) -> str:
-    """Why the exchange's rules keep the nominal order size (capital x min(order_size_pct,
-    max_exposure) / last, in whole lots) off the book, or '' when they do not."""
-    from mmrun.quoting import grid_floor
-
-    p = params
-    size = p["capital"] * min(p["order_size_pct"], p["max_exposure"]) / last
-    size = grid_floor(size, p["lot_units"], p["lot_scale"])
-    if size <= 0.0 or size < p["min_amount"]:
-        return f"order size {size:.8g} below the exchange's minimum amount {p['min_amount']:g}"
-    if size * last < p["min_notional"]:
-        return f"order value {size * last:.2f} below the exchange's minimum notional {p['min_notional']:g}"
-    return ""
-
-
 # ------------------------------------------------------------------ the kernel variants
 
 _KERNELS: Dict[Tuple[str, int, int], Any] = {}

@@ -8,6 +8,14 @@ rows) and tau the horizon left (seconds):
     spread        = gamma x sigma2 x tau + (2 / gamma) x ln(1 + gamma / kappa), at least min_spread
 and both sides sit spread/2 from r (never across the book: quoting.ladder). The top-level
 `spread` is not used. Zero volatility leaves r = mid and the arrival term.
+
+Units of q: the paper counts q in units of the asset held; here q is inventory as a share of
+the portfolio's value minus target_base_share (1 = the whole portfolio away from the target; one
+order of sizing.order_size_pct=0.01 moves q by about 0.01), so q = q_paper x order size x mid /
+portfolio value. A higher gamma always leans the reservation price harder, but it widens the
+spread only while sigma2 x tau > (2 / gamma^2) (ln(1 + gamma / kappa) - gamma / (gamma + kappa))
+(about 1 / kappa^2 for gamma << kappa): the arrival term (2 / gamma) ln(1 + gamma / kappa)
+shrinks as gamma grows.
 """
 
 import math
