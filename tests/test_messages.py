@@ -10,23 +10,7 @@ import pytest
 from mmrun.messages import INSTANT_CAVEAT, caveats, level_sizes, log_to_files, minimums_text, pair_lines
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """main() in this process lets Hydra configure logging (a console handler on this test's
-    captured stderr, a file handler in its run folder): put the handlers back afterwards, so
-    later tests do not log into closed streams."""
-    import logging
-
-    loggers = [logging.getLogger(), logging.getLogger("mmrun")]
-    saved = [(lg, lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
-    yield
-    for lg, handlers, level, propagate in saved:
-        for h in lg.handlers[:]:
-            if h not in handlers:
-                lg.removeHandler(h)
-                h.close()
-        lg.setLevel(level)
-        lg.propagate = propagate
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def test_level_sizes_follow_the_ladder_rule():
