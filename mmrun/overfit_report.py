@@ -29,6 +29,7 @@ import numpy as np
 import polars as pl
 
 from mmrun import overfit
+from mmrun.record import read_json_object
 from mmrun.validation import RETURNS_FILE, VALIDATION_FILE
 
 log = logging.getLogger("mmrun.sweep")
@@ -68,15 +69,6 @@ class Assessment:
     path: Optional[Path]  # sweep.json, if written
     scatter: Optional[Path]  # is_oos.png, if drawn
     content: Dict[str, Any] = field(default_factory=dict)  # sweep.json's content
-
-
-def _read_json(path: Path) -> Dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def _num(v: Any) -> Optional[float]:
@@ -175,7 +167,7 @@ def assess(
     sweep_dir = Path(sweep_dir)
     by_num = {j.num: j for j in jobs}
     ranked = [int(n) for n in table.filter(pl.col("rank").is_not_null())["job"].to_list()]
-    validations = {j.num: _single_pair(_read_json(Path(j.folder) / VALIDATION_FILE)) for j in jobs}
+    validations = {j.num: _single_pair(read_json_object(Path(j.folder) / VALIDATION_FILE)) for j in jobs}
     table = _with_is_oos(table, by_num, validations, objective)
     if len(jobs) < 2:
         return Assessment(table, None, None, None)

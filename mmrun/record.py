@@ -238,6 +238,17 @@ def write_csv(df: pl.DataFrame, path: Path) -> None:
     replace_atomically(path, df.write_csv)
 
 
+def read_json_object(path: Path) -> Dict[str, Any]:
+    """The JSON object in path, or {} when the file is missing, unreadable or not an object
+    (a sweep report reads job folders that may be half written or from a failed job)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def write_json(obj: Any, path: Path) -> None:
     """obj as indented JSON (NaN refused: it is not JSON), replaced atomically."""
 

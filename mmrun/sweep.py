@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmrun.config import DIRECTIONS, OBJECTIVES, check_sweep
 from mmrun.errors import ConfigError, MmrunError
-from mmrun.record import write_csv, write_parquet
+from mmrun.record import read_json_object, write_csv, write_parquet
 
 log = logging.getLogger("mmrun.sweep")
 
@@ -105,15 +105,6 @@ def sweep_keys(lines: Iterable[str]) -> List[str]:
     return [o.key_or_group for o in parsed if o.is_sweep_override()]
 
 
-def _read_json(path: Path) -> Dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
 def read_jobs(sweep_dir: Path) -> List[Job]:
     """Every job folder under sweep_dir (a folder whose .hydra/hydra.yaml is a multirun job's)."""
     jobs = []
@@ -131,14 +122,14 @@ def read_jobs(sweep_dir: Path) -> List[Job]:
             continue
         if hydra_cfg.get("mode") != "MULTIRUN" or not isinstance(num, int):
             continue
-        info = _read_json(folder / "run_info.json")
+        info = read_json_object(folder / "run_info.json")
         wall = info.get("wall_clock_seconds")
         jobs.append(
             Job(
                 num=num,
                 folder=folder,
                 overrides=overrides,
-                summary=_read_json(folder / "summary.json"),
+                summary=read_json_object(folder / "summary.json"),
                 wall_clock_seconds=float(wall) if isinstance(wall, (int, float)) else None,
                 lines=lines,
             )
