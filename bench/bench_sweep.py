@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import re
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,10 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import sections  # noqa: E402  (a bench/ module, imported after the path is set)
+
+
+# a sweep job's console line, "[3/8] job 2 completed: ..." (log lines start "[2026-...")
+JOB_LINE = re.compile(r"^\[(\d+)/\d+\] ")
 
 
 def values(n: int, first: float, step: float) -> str:
@@ -116,9 +121,10 @@ def timed(argv: List[str], sample_memory: bool = False) -> dict:
     done = [0]  # jobs finished so far, from the sweep's "[n/N] job ..." lines
 
     def count() -> None:
-        for line in proc.stdout:
-            if line.startswith("[") and "/" in line:
-                done[0] = int(line[1:].split("/", 1)[0])
+        for line in proc.stdout:  # keeps reading to the end, so the pipe never fills
+            m = JOB_LINE.match(line)
+            if m:
+                done[0] = int(m.group(1))
 
     def sample() -> None:
         while not stop.wait(0.5):
