@@ -191,9 +191,19 @@ class WarmPool:
                 conn.send(None)
             except (BrokenPipeError, OSError):
                 pass
-        deadline = time.monotonic() + timeout_s
+        self._end(time.monotonic() + timeout_s)
+
+    def kill(self) -> None:
+        """End the workers at once (Ctrl-C, an error in the parent)."""
+        self._end(None)
+
+    def _end(self, deadline: Optional[float]) -> None:
+        """Reap every worker, waiting for it until deadline (time.monotonic(); None = no wait),
+        then SIGKILL whatever is still alive; close the pipes and forget the workers."""
+        import time
+
         for conn, pid in self.workers.values():
-            while _reap(pid, block=False) is None and time.monotonic() < deadline:
+            while deadline is not None and _reap(pid, block=False) is None and time.monotonic() < deadline:
                 time.sleep(0.01)
             if _reap(pid, block=False) is None:
                 try:
@@ -201,18 +211,6 @@ class WarmPool:
                 except ProcessLookupError:
                     pass
                 _reap(pid)
-            conn.close()
-        self.workers.clear()
-        gc.unfreeze()
-
-    def kill(self) -> None:
-        """End the workers at once (Ctrl-C, an error in the parent)."""
-        for conn, pid in self.workers.values():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            _reap(pid)
             conn.close()
         self.workers.clear()
         gc.unfreeze()
