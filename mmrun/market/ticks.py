@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import polars as pl
@@ -260,6 +260,18 @@ class _Order:
                               "row before: a trades or quotes file must be in time order")
 
 
+def _blank_rows(table: Any, offset: int, raw: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Rows of a batch that are blank lines (a CSV ending in empty lines reads them as rows of
+    nothing: no time and both values NaN), to skip. Raises the table's DataError naming the first
+    row with values but no readable time."""
+    no_time = raw.is_null().to_numpy()
+    blank = no_time & np.isnan(x) & np.isnan(y)
+    null_t = no_time & ~blank
+    if null_t.any():
+        raise table.fail(f"{table.row(offset + int(np.flatnonzero(null_t)[0]))}: timestamp is empty or not a time")
+    return blank
+
+
 def _aggregate_trades(table: Table, cycle_us: int, latency_us: int, since_us, until_us) -> Tuple[_Buckets, int]:
     wanted = {"time": table.columns["time"], "price": table.columns["price"], "amount": table.columns["amount"]}
     for c in ("side", "buyer_maker"):
@@ -277,12 +289,7 @@ def _aggregate_trades(table: Table, cycle_us: int, latency_us: int, since_us, un
         raw = df["t_raw"]
         price = df["price"].to_numpy().astype(np.float64, copy=False)
         amount = df["amount"].to_numpy().astype(np.float64, copy=False)
-        # blank lines (a CSV ending in empty lines) read as rows of nothing: skip them
-        blank = raw.is_null().to_numpy() & np.isnan(price) & np.isnan(amount)
-        null_t = raw.is_null().to_numpy() & ~blank
-        if null_t.any():
-            i = int(np.flatnonzero(null_t)[0])
-            raise table.fail(f"{table.row(offset + i)}: timestamp is empty or not a time")
+        blank = _blank_rows(table, offset, raw, price, amount)
         keep = ~blank
         rawn = raw.fill_null(0).to_numpy()
         if not keep.any():
@@ -366,10 +373,7 @@ def _aggregate_quotes(table: Table, cycle_us: int, since_us, until_us) -> Tuple[
         raw = df["t_raw"]
         bid = df["bid"].to_numpy().astype(np.float64, copy=False)
         ask = df["ask"].to_numpy().astype(np.float64, copy=False)
-        blank = raw.is_null().to_numpy() & np.isnan(bid) & np.isnan(ask)
-        null_t = raw.is_null().to_numpy() & ~blank
-        if null_t.any():
-            raise table.fail(f"{table.row(offset + int(np.flatnonzero(null_t)[0]))}: timestamp is empty or not a time")
+        blank = _blank_rows(table, offset, raw, bid, ask)
         keep = ~blank
         if not keep.any():
             continue
