@@ -151,6 +151,54 @@ def test_zip_with_two_members_is_refused(tmp_path):
         load_rows(str(p))
 
 
+@pytest.mark.parametrize("how", ["gzip members", "gzip -k", "zip deflated", "zip data descriptor", "zip stored", "zip bzip2"])
+def test_compressed_candles_read_as_the_plain_file(tmp_path, how):
+    """Multi-member gzip, a gzip with a file name, and zips of every method give the plain file's rows."""
+    paths = write_candle_formats(tmp_path)
+    plain = open(paths["canonical.csv"], "rb").read()
+    want = load_rows(paths["canonical.csv"])
+    if how == "gzip members":
+        cut = plain.index(b"\n", len(plain) // 2) + 1
+        p = tmp_path / "m.csv.gz"
+        p.write_bytes(gzip.compress(plain[:cut]) + gzip.compress(plain[cut:]))
+    elif how == "gzip -k":
+        p = tmp_path / "canonical.csv.gz"
+        subprocess.run(["gzip", "-k", paths["canonical.csv"]], check=True)
+    else:
+        p = tmp_path / "c.zip"
+        method = {"zip deflated": zipfile.ZIP_DEFLATED, "zip data descriptor": zipfile.ZIP_DEFLATED,
+                  "zip stored": zipfile.ZIP_STORED, "zip bzip2": zipfile.ZIP_BZIP2}[how]
+        if how == "zip data descriptor":  # written to a stream: sizes and CRC follow the data
+            with zipfile.ZipFile(p, "w", compression=method) as z, z.open("c.csv", "w") as f:
+                f.write(plain)
+        else:
+            with zipfile.ZipFile(p, "w", compression=method) as z:
+                z.writestr("c.csv", plain)
+    got = load_rows(str(p))
+    for k in want:
+        assert got[k].tolist() == want[k].tolist(), k
+
+
+def test_a_truncated_compressed_candle_file_is_one_line(tmp_path):
+    rng = np.random.default_rng(1)
+    big = "timestamp,open,high,low,close,volume\n" + "".join(
+        f"{T0 + i * MIN},{1 + a:.6f},{3 + b:.6f},{c / 2:.6f},{1 + d:.6f},{e:.6f}\n" for i, (a, b, c, d, e) in enumerate(rng.random((20000, 5))))
+    p = tmp_path / "t.csv.gz"
+    p.write_bytes(gzip.compress(big.encode())[:-5000])
+    with pytest.raises(DataError) as ei:
+        load_rows(str(p))
+    assert "\n" not in str(ei.value) and str(ei.value).startswith(f"data.path={p}: ")
+    z = tmp_path / "t.zip"
+    with zipfile.ZipFile(z, "w", compression=zipfile.ZIP_DEFLATED) as f:
+        f.writestr("t.csv", big)
+    data = z.read_bytes()
+    start = data.index(b"t.csv") + 5
+    z.write_bytes(data[:start + 300_000] + bytes(5000) + data[start + 305_000:])  # past the first 64 KB: Polars finds it
+    with pytest.raises(DataError) as ei:
+        load_rows(str(z))
+    assert "\n" not in str(ei.value) and str(ei.value).startswith(f"data.path={z}: unreadable as ")
+
+
 def test_a_corrupt_gzip_is_one_line(tmp_path):
     p = tmp_path / "c.csv.gz"
     p.write_bytes(b"\x1f\x8b\x08\x00garbage")

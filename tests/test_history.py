@@ -153,6 +153,23 @@ def test_each_bad_csv_gives_one_line_naming_row_and_problem(tmp_path, lines, wan
     assert error(csv_with(tmp_path, lines)).startswith(want)
 
 
+@pytest.mark.parametrize("lines,want", BAD, ids=[w.split(": ")[-1][:30] for _, w in BAD])
+@pytest.mark.parametrize("pack", ["gz", "zip"])
+def test_a_bad_compressed_csv_gives_the_same_line(tmp_path, lines, want, pack):
+    """Polars unpacks these itself (a deflated .zip as a gzip stream): the messages stay the same."""
+    import gzip
+    import zipfile
+
+    text = (HEADER + "\n".join(lines) + "\n").encode()
+    p = tmp_path / f"c.csv.{pack}"
+    if pack == "gz":
+        p.write_bytes(gzip.compress(text))
+    else:
+        with zipfile.ZipFile(p, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            z.writestr("c.csv", text)
+    assert error(str(p)).startswith(want)
+
+
 @pytest.mark.parametrize(
     "text,want",
     [

@@ -21,8 +21,16 @@ told apart by their size, per file (see `epoch_unit`).
 
 Bounded memory on any file: before Polars reads a text file, the file is scanned in 1 MB blocks
 for NUL bytes and for a line longer than MAX_LINE_BYTES (a binary or hostile file is refused
-with one line naming where), and a compressed file is unpacked block by block to a temporary
-file, so neither reading nor an error message ever holds more than a block of a bad file.
+with one line naming where), so neither reading nor an error message ever holds more than a
+block of a bad file. Compressed files: the first 64 KB are unpacked to recognise the file (and
+checked the same way). A compressed CSV of candles whose stated unpacked size is at most
+MAX_RATIO times its packed size (market data packs 2-10x) is then handed to Polars, which
+unpacks it as it parses (several times faster than unpacking in Python); a one-member deflated
+.zip is handed over as the gzip stream of its member's own deflate bytes (gzip header + those
+bytes + the CRC-32 and size the zip already stores: no unpacking in Python). Everything else
+compressed (trades, quotes, a .zip stored or of another method, a suspicious ratio) is unpacked
+block by block to a temporary file, checked as it goes, and read from there, so memory stays
+bounded by Polars' streaming batches.
 """
 
 from __future__ import annotations
@@ -31,8 +39,10 @@ import gzip
 import os
 import re
 import shutil
+import struct
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -46,6 +56,8 @@ MAX_LINE_BYTES = 1 << 20  # a table line longer than this is not market data
 BLOCK = 1 << 20
 HEAD_BYTES = 1 << 16
 MAX_JSON_BYTES = 1 << 30  # a JSON file is parsed whole: larger ones are refused
+MAX_RATIO = 50  # unpacked/packed size above which a compressed file is unpacked and checked block by block
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # RFC 1952: deflate, no name, no time
 
 # Accepted names (compared after strip, lower case, spaces and '-' as '_'), best first.
 TIME_NAMES = ("timestamp", "time", "datetime", "date", "open_time", "transact_time", "transaction_time",
@@ -123,6 +135,8 @@ class Table:
     new_columns: Optional[List[str]] = None
     temp: Optional[Path] = None
     json_rows: Optional[pl.DataFrame] = field(default=None, repr=False)
+    first_row: Optional[Dict[str, str]] = None  # a CSV's first data row as text: column -> cell
+    packed: bool = False  # path is gzip-compressed (Polars unpacks it as it reads)
 
     def fail(self, problem: str) -> DataError:
         return DataError(f"{self.key}={self.path_text}: {problem}")
@@ -130,6 +144,12 @@ class Table:
     def row(self, i: int) -> str:
         """Data row i (0-based, file order) as the user counts it."""
         return f"row {i + 1} (line {i + self.first_line})" if self.first_line else f"row {i + 1}"
+
+    def open_text(self):
+        """The CSV as a text stream (UTF-8, invalid bytes replaced), for messages about its lines."""
+        if self.packed:
+            return gzip.open(self.path, "rt", encoding="utf-8", errors="replace", newline="")
+        return open(self.path, "r", encoding="utf-8", errors="replace", newline="")
 
     def close(self) -> None:
         """Remove the unpacked temporary copy, if any (idempotent)."""
@@ -184,9 +204,13 @@ def open_table(path_text: str, key: str = "data.path", kinds: Sequence[str] = ("
     temp = None
     try:
         if name.endswith(".zip") or name.endswith(".gz"):
+            packed = name.rsplit(".", 1)[-1]
+            inner = name[:-4] if packed == "zip" else name[:-3]
+            table = _packed_candles(path_text, key, path, inner, packed, kinds, fail)
+            if table is not None:
+                return table
             temp = _unpack(path, name, fail)
-            inner = name[:-4] if name.endswith(".zip") else name[:-3]
-            table = _open(path_text, key, temp, inner, kinds, fail, packed=name.rsplit(".", 1)[-1])
+            table = _open(path_text, key, temp, inner, kinds, fail, packed=packed)
             table.temp = temp
             return table
         return _open(path_text, key, path, name, kinds, fail, check=check)
@@ -194,6 +218,81 @@ def open_table(path_text: str, key: str = "data.path", kinds: Sequence[str] = ("
         if temp is not None:
             temp.unlink(missing_ok=True)
         raise
+
+
+def _packed_candles(path_text, key, path: Path, inner: str, packed: str, kinds, fail) -> Optional[Table]:
+    """A compressed CSV of candles as a Table that Polars unpacks as it reads, or None when the
+    file must be unpacked block by block instead (see the module docstring)."""
+    if "candles" not in kinds or inner.endswith((".json", ".parquet", ".pq", ".feather", ".ipc", ".arrow")):
+        return None
+    member = None
+    try:
+        if packed == "gz":
+            with open(path, "rb") as f:
+                f.seek(-4, os.SEEK_END)
+                stated = struct.unpack("<I", f.read(4))[0]  # ISIZE: the unpacked size mod 2**32
+            with gzip.open(path, "rb") as src:
+                head = src.read(HEAD_BYTES)
+        else:
+            with zipfile.ZipFile(path) as zf:
+                members = [m for m in zf.infolist() if not m.is_dir()]
+                if len(members) != 1:
+                    return None  # _unpack names what the zip holds
+                member = members[0]
+                if member.compress_type != zipfile.ZIP_DEFLATED or member.flag_bits & 0x1:
+                    return None  # stored, another method, or encrypted
+                stated = member.file_size
+                with zf.open(member) as src:
+                    head = src.read(HEAD_BYTES)
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile, gzip.BadGzipFile) as exc:
+        kind = "gzip" if packed == "gz" else "zip"
+        raise fail(f"unreadable as {kind} ({_first_line(exc)})") from None
+    if not head:
+        raise fail("empty file")
+    nul = head.find(b"\0")
+    if nul >= 0:
+        line = head.count(b"\n", 0, nul) + 1
+        raise fail(f"line {line} has a NUL byte: a binary file, not a text table")
+    if stated > MAX_RATIO * max(path.stat().st_size, 1) or (len(head) == HEAD_BYTES and b"\n" not in head):
+        return None  # a suspicious ratio or a long first line: unpack and check block by block
+    table = _csv(path_text, key, path, kinds, fail, f" ({packed})", check=False, head=head)
+    if table.kind != "candles":
+        return None  # trades and quotes stream from an unpacked copy, in bounded memory
+    if member is not None:
+        table.temp = table.path = _zip_as_gzip(path, member, inner, fail)
+    table.packed = True
+    return table
+
+
+def _zip_as_gzip(path: Path, member: zipfile.ZipInfo, inner: str, fail) -> Path:
+    """A temporary gzip file holding a zip member's deflate bytes as they are (no unpacking):
+    gzip header, the member's raw deflate stream, then the CRC-32 and size from the zip directory."""
+    fd, tmp = tempfile.mkstemp(prefix="mmrun-", suffix="-" + inner[-40:] + ".gz")
+    out = Path(tmp)
+    try:
+        with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
+            src.seek(member.header_offset)
+            local = src.read(30)
+            if len(local) != 30 or local[:4] != b"PK\x03\x04":
+                raise zipfile.BadZipFile("bad local file header")
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            src.seek(member.header_offset + 30 + name_len + extra_len)
+            dst.write(GZIP_HEADER)
+            left = member.compress_size
+            while left:
+                block = src.read(min(left, 4 * BLOCK))
+                if not block:
+                    raise EOFError("the zip ends inside its member")
+                dst.write(block)
+                left -= len(block)
+            dst.write(struct.pack("<II", member.CRC & 0xFFFFFFFF, member.file_size & 0xFFFFFFFF))
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        out.unlink(missing_ok=True)
+        raise fail(f"unreadable as zip ({_first_line(exc)})") from None
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+    return out
 
 
 def _open(path_text, key, path: Path, name: str, kinds, fail, packed: str = "", check: bool = True) -> Table:
@@ -297,11 +396,13 @@ def _unpack(path: Path, name: str, fail) -> Path:
 # ---------------------------------------------------------------- CSV
 
 
-def _csv(path_text, key, path: Path, kinds, fail, label: str, check: bool = True) -> Table:
+def _csv(path_text, key, path: Path, kinds, fail, label: str, check: bool = True, head: Optional[bytes] = None) -> Table:
+    """Recognise a CSV from its first HEAD_BYTES (read from path unless given)."""
     if check:
         check_text(path, fail)
-    with open(path, "rb") as f:
-        head = f.read(HEAD_BYTES)
+    if head is None:
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
@@ -311,11 +412,13 @@ def _csv(path_text, key, path: Path, kinds, fail, label: str, check: bool = True
     fields = [c.strip().strip('"') for c in first.split(sep)]
     has_header = not _is_number(fields[0])
     sep_name = {",": "", ";": ", ';'-separated", "\t": ", tab-separated", "|": ", '|'-separated"}[sep]
+    sample = [[c.strip().strip('"') for c in ln.split(sep)] for ln in lines[:3]]
     if has_header:
         table = _named(path_text, key, path, fields, kinds, fail, "csv", f"CSV{sep_name}{label}")
         table.separator, table.first_line = sep, 2
+        if len(sample) > 1:
+            table.first_row = dict(zip(table.found, sample[1]))
         return table
-    sample = [[c.strip().strip('"') for c in ln.split(sep)] for ln in lines[:3]]
     n = len(fields)
     for kind, fmt, names, bools in HEADERLESS:
         if kind not in kinds or len(names) != n:
@@ -325,6 +428,7 @@ def _csv(path_text, key, path: Path, kinds, fail, label: str, check: bool = True
             continue
         table = _named(path_text, key, path, list(names), (kind,), fail, "csv", f"{fmt} CSV (no header){sep_name}{label}")
         table.separator, table.first_line, table.has_header, table.new_columns = sep, 1, False, list(names)
+        table.first_row = dict(zip(names, sample[0]))
         return table
     layouts = "; ".join(f"{fmt}: {len(names)} columns" for kind, fmt, names, _ in HEADERLESS if kind in kinds)
     raise fail(f"no header, and {n} columns ({', '.join(fields[:12])}) match no known layout without one "

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -231,9 +232,13 @@ def _frame(table: Table) -> pl.DataFrame:
         if table.reader == "csv":
             typed = {src: pl.Float64 for canon, src in wanted.items() if canon in _NUMERIC}
             tcol = wanted.get("timestamp") or wanted.get("ts_ms")
-            first = table.scan(lossy=True).select(pl.col(tcol)).head(1).collect()[tcol]
-            if first.len() and str(first[0] or "").strip().lstrip("-").isdigit():
-                typed[tcol] = pl.Int64  # epoch integers: parsed as numbers, not text
+            if table.first_row is not None:
+                first = table.first_row.get(tcol)
+            else:
+                head = table.scan(lossy=True).select(pl.col(tcol)).head(1).collect()[tcol]
+                first = head[0] if head.len() else None
+            if str(first or "").strip().lstrip("-").isdigit():
+                typed[tcol] = pl.Int64  # epoch integers: parsed as numbers, not text (a wrong guess reads as text below)
             try:
                 df = table.scan(typed).select(select).collect()
             except pl.exceptions.PolarsError:
@@ -267,7 +272,7 @@ def _ragged_line(table: Table) -> Optional[str]:
     Lines are read one at a time from a file already checked to hold no line over 1 MB."""
     sep = table.separator
     try:
-        with open(table.path, "r", encoding="utf-8", errors="replace", newline="") as f:
+        with table.open_text() as f:
             header = f.readline()
             width = header.count(sep) + 1
             for line_no, line in enumerate(f, start=2):
@@ -275,7 +280,7 @@ def _ragged_line(table: Table) -> Optional[str]:
                     row = line_no - 1 if table.has_header else line_no
                     return (f"row {row} (line {line_no}): {line.count(sep) + 1} fields, "
                             f"the {'header' if table.has_header else 'first line'} has {width}")
-    except OSError:
+    except (OSError, EOFError, zlib.error):
         return None
     return None
 
