@@ -199,6 +199,26 @@ def test_a_truncated_compressed_candle_file_is_one_line(tmp_path):
     assert "\n" not in str(ei.value) and str(ei.value).startswith(f"data.path={z}: unreadable as ")
 
 
+def test_freqtrade_json_variants_and_bad_rows(tmp_path):
+    rows = [[t, o, h, lo, c, v] for t, o, h, lo, c, v in CANDLES]
+    want = load_rows(write_candle_formats(tmp_path)["canonical.csv"])
+    for i, text in enumerate([json.dumps(rows, indent=2), json.dumps(rows, separators=(",", ":")),
+                              "\ufeff" + json.dumps(rows) + "\n\n",
+                              json.dumps([dict(zip(["date", "open", "high", "low", "close", "volume"], r)) for r in rows])]):
+        p = tmp_path / f"v{i}.json"
+        p.write_text(text, encoding="utf-8")
+        assert load_rows(str(p))["last"].tolist() == want["last"].tolist(), text[:40]
+    bad = [(rows[:2] + [rows[2] + [1]], r"unreadable as JSON rows \(ComputeError: found more fields"),
+           ([r[:5] for r in rows], r"JSON rows of 5 values: the rows accepted are freqtrade's"),
+           (rows[:2] + [rows[2][:4] + ["x", 1]], r"row 3: close is 'x', not a number"),
+           (rows[:3] + [rows[3][:5]], r"row 4: volume is empty")]
+    for i, (value, match) in enumerate(bad):
+        p = tmp_path / f"b{i}.json"
+        p.write_text(json.dumps(value))
+        with pytest.raises(DataError, match=f"^data.path={p}: {match}"):
+            load_rows(str(p))
+
+
 def test_a_corrupt_gzip_is_one_line(tmp_path):
     p = tmp_path / "c.csv.gz"
     p.write_bytes(b"\x1f\x8b\x08\x00garbage")

@@ -249,10 +249,7 @@ def _packed_candles(path_text, key, path: Path, inner: str, packed: str, kinds, 
         raise fail(f"unreadable as {kind} ({_first_line(exc)})") from None
     if not head:
         raise fail("empty file")
-    nul = head.find(b"\0")
-    if nul >= 0:
-        line = head.count(b"\n", 0, nul) + 1
-        raise fail(f"line {line} has a NUL byte: a binary file, not a text table")
+    _refuse_nul(head, fail)
     if stated > MAX_RATIO * max(path.stat().st_size, 1) or (len(head) == HEAD_BYTES and b"\n" not in head):
         return None  # a suspicious ratio or a long first line: unpack and check block by block
     table = _csv(path_text, key, path, kinds, fail, f" ({packed})", check=False, head=head)
@@ -451,29 +448,43 @@ def _is_bool(text: str) -> bool:
 
 
 def _json(path_text, key, path: Path, kinds, fail, label: str) -> Table:
-    """freqtrade's list of [ms, open, high, low, close, volume], or a list of objects."""
+    """freqtrade's list of [ms, open, high, low, close, volume], or a list of objects.
+
+    A list of lists is turned into CSV text in one pass (bytes.translate: '[' -> ',', ']' -> line
+    end, whitespace dropped) and read by Polars' CSV reader as numbers; each row then starts with
+    two empty fields (from '[[' or '],['), which are dropped."""
     size = path.stat().st_size
     if size > MAX_JSON_BYTES:
         raise fail(f"a JSON file of {size / 2**30:.1f} GB is too large (at most 1 GB): use CSV or Parquet")
-    check_text(path, fail, max_line=MAX_JSON_BYTES)
-    raw = path.read_bytes()
+    with open(path, "rb") as f:
+        head = f.read(BLOCK)
+    _refuse_nul(head, fail)  # a binary file is refused before it is read whole
+    raw = path.read_bytes()  # at most MAX_JSON_BYTES: JSON is parsed whole
+    _refuse_nul(raw, fail)
     body = raw.lstrip(b"\xef\xbb\xbf \t\r\n")
     if body.startswith(b"[[") or body.startswith(b"[ [") or body.startswith(b"[\n"):
-        # rows of numbers: one CSV line per inner list, read by Polars' CSV reader
-        flat = body.translate(None, b" \t\r\n")
-        if flat.startswith(b"[["):
-            if not flat.endswith(b"]]"):
+        flat = body.translate(_JSON_ROWS, b" \t\r\n")
+        if flat.startswith(b",,"):
+            if not flat.endswith(b"\n\n"):
                 raise fail("unreadable as JSON (a list of lists must end with ']]')")
-            lines = flat[2:-2].replace(b"],[", b"\n")
-            try:
-                df = pl.read_csv(lines, has_header=False, infer_schema=False)
-            except Exception as exc:
-                raise fail(f"unreadable as JSON rows ({_first_line(exc)})") from None
-            if df.width != 6 or "candles" not in kinds:
-                raise fail(f"JSON rows of {df.width} values: the rows accepted are freqtrade's "
+            end = flat.find(b"\n")
+            width = flat.count(b",", 0, end) - 1  # values in the first row
+            if width != 6 or "candles" not in kinds:
+                raise fail(f"JSON rows of {width} values: the rows accepted are freqtrade's "
                            "[timestamp_ms, open, high, low, close, volume]")
             names = ["timestamp", "open", "high", "low", "close", "volume"]
-            df.columns = names
+            columns = ["_", "__"] + names
+            typed = {"_": pl.String, "__": pl.String, "timestamp": pl.Int64, **{n: pl.Float64 for n in names[1:]}}
+            try:
+                try:
+                    df = pl.read_csv(flat, has_header=False, schema=typed)
+                except pl.exceptions.PolarsError as exc:  # not all numbers: as text, so the checks name the row
+                    if "more fields" in str(exc):
+                        raise
+                    df = pl.read_csv(flat, has_header=False, new_columns=columns, infer_schema=False)
+                df = df.select(names)
+            except Exception as exc:
+                raise fail(f"unreadable as JSON rows ({_first_line(exc)})") from None
             table = _named(path_text, key, path, names, ("candles",), fail, "json", f"freqtrade JSON{label}")
             table.json_rows = df
             return table
@@ -484,6 +495,16 @@ def _json(path_text, key, path: Path, kinds, fail, label: str) -> Table:
     table = _named(path_text, key, path, df.columns, kinds, fail, "json", f"JSON{label}")
     table.json_rows = df
     return table
+
+
+_JSON_ROWS = bytes.maketrans(b"[]", b",\n")
+
+
+def _refuse_nul(data: bytes, fail) -> None:
+    nul = data.find(b"\0")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise fail(f"line {line} has a NUL byte: a binary file, not a text table")
 
 
 # ---------------------------------------------------------------- naming the columns
