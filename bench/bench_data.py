@@ -11,7 +11,7 @@ Targets (README "Data"):
 
 Files are generated once (seeded) under bench/.data/. Each timing is the best of a few runs in
 a fresh process state (the per-process cache cleared); commands run in subprocesses, their peak
-memory is the child's maximum resident set size.
+memory is the child's own maximum resident set size (VmHWM, see run_cli).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import json
 import math
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -131,18 +130,23 @@ def time_read(path: Path, repeat: int = 3) -> tuple:
 
 
 def run_cli(*args: str) -> tuple:
-    """Wall seconds and the child's peak RSS (MB) of one `python -m mmrun` command."""
+    """Wall seconds and the child's peak RSS (MB) of one `python -m mmrun` command.
+
+    The peak is the child's own VmHWM (/proc/self/status), not getrusage's ru_maxrss: Linux
+    carries ru_maxrss across fork + exec, so a child of this process (which holds a million
+    candles in every format by then) would report this process's peak, not its own."""
     out = Path(tempfile.mkdtemp(prefix="mmrun-bench-"))
-    code = ("import resource, runpy, sys; sys.argv = ['mmrun'] + sys.argv[1:]\n"
+    code = ("import runpy, sys; sys.argv = ['mmrun'] + sys.argv[1:]\n"
             "try:\n    runpy.run_module('mmrun', run_name='__main__')\n"
-            "finally:\n    print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+            "finally:\n    hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')]\n"
+            "    print('MAXRSS', hwm[0] if hwm else 'nan', file=sys.stderr)\n")
     t = time.perf_counter()
     p = subprocess.run([sys.executable, "-c", code, *args, f"hydra.run.dir={out}"], capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - t
     shutil.rmtree(out, ignore_errors=True)
     if p.returncode != 0:
         raise SystemExit(f"command failed: {' '.join(args)}\n{p.stderr[-2000:]}")
-    rss = [int(line.split()[1]) for line in p.stderr.splitlines() if line.startswith("MAXRSS")]
+    rss = [float(line.split()[1]) for line in p.stderr.splitlines() if line.startswith("MAXRSS")]
     return wall, (rss[-1] / 1024 if rss else float("nan")), p.stdout
 
 
