@@ -169,13 +169,15 @@ def main() -> None:
         lines.append(f"| `{name}` | {data.label} | {path.stat().st_size / 1e6:.0f} | {sec:.3f} | {cpu:.3f} |")
         print(lines[-1], flush=True)
 
+    lines.append("")
+    lines.append("Seconds above CPU seconds: the read waited for a core that other work held.")
     small = DATA / "candles_10k.parquet"
     if not small.exists():
         candles(10_000).write_parquet(small)
     base_wall, base_rss, _ = best_cli("mode=backtest", f"data.path={small}")
     lines.append("")
     lines.append("### 10,000,000 trades (a busy day) at 1 s cycles: `mmrun mode=backtest` end to end (best of 3)\n")
-    lines.append("| command | wall s | x the 10,000-bar candle backtest | peak RSS MB |")
+    lines.append("| command | wall s | x the 10,000-bar candle backtest | peak RSS MB (the command's own VmHWM) |")
     lines.append("|---|---:|---:|---:|")
     lines.append(f"| 10,000 one-minute candles (Parquet) | {base_wall:.2f} | 1.0 | {base_rss:.0f} |")
     print(lines[-1], flush=True)
