@@ -182,8 +182,11 @@ def _store(s, c, drops):
 
 
 @njit(cache=True, error_model="numpy")
-def step(p, s, quotes, bid, ask, last, low, high, volume, fills, start):
-    """One cycle at a market row (engine.step checks the arguments). Returns the fills written."""
+def step(params, state, quotes, bid, ask, last, low, high, volume, fills, start):
+    """One cycle at a market row (engine.step checks the arguments). Returns the fills written.
+    params, state: the one-element arrays holding the parameter and state records."""
+    p = params[0]
+    s = state[0]
     drops = np.zeros(N_DROP_SLOTS)
     c = _cycle(p, s, quotes, bid, ask, last, low, high, volume, fills, start, drops,
                s.base, s.quote, s.fees, s.volume, s.buys, s.sells, s.cycles)
@@ -194,7 +197,8 @@ def step(p, s, quotes, bid, ask, last, low, high, volume, fills, start):
 @njit(cache=True, error_model="numpy")
 def run(p, s, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fills, fill_rows):
     """engine.run_bulk's loop: every row's cycle; writes quoted, base, quote per row and the fills
-    with their rows; returns the fill count. fills and fill_rows need n x quote rows + 1 rows."""
+    with their rows; returns the fill count. fills and fill_rows need n x quote rows + 1 rows.
+    p, s: the parameter and state records (one call per run: their unboxing cost does not matter)."""
     n = bid.shape[0]
     n_slots = quotes.shape[0]
     drops = np.zeros(N_DROP_SLOTS)

@@ -65,7 +65,10 @@ class MarketMaker:
         self.max_ticks = max_ticks
         self.log_quotes = log_quotes
         self.stop = stop
-        self.quotes = engine.empty_quotes(engine.levels_of(params))
+        self.stepper = engine.Stepper(params, state)  # the compiled cycle, resolved once for the run
+        self.quotes = engine.empty_quotes(self.stepper.levels)
+        self._fills = np.empty((engine.max_fills(self.stepper.levels), engine.N_FILL))  # one step's fills
+        self._capital = float(params["capital"])
         self.errors = 0
         self.ticks = 0
         self.recorder = PairRecorder(pair, folder)
@@ -77,6 +80,7 @@ class MarketMaker:
         self._ts = 0
 
     def _event(self, ts_ms: int, kind: str, side: float, price: float, amount: float, fee=None, note: str = "") -> None:
+        base, quote = self.stepper.balances()
         self.events.write(
             ts_ms,
             kind,
@@ -84,8 +88,8 @@ class MarketMaker:
             side=SIDE_NAME.get(side, ""),
             price=price,
             amount=amount,
-            base=float(self.state["base"]),
-            quote=float(self.state["quote"]),
+            base=base,
+            quote=quote,
             mid=self._mid,
             fee=fee,
             note=note,
@@ -111,44 +115,41 @@ class MarketMaker:
         ts, bid, ask, last, low, high, volume = row
         self._ts = ts
         self._mid = (bid + ask) / 2.0
-        resting = self.quotes.copy()
-        buf = np.empty((engine.max_fills(engine.levels_of(self.params)), engine.N_FILL))
+        resting = self.quotes.tolist() if self.log_quotes else None  # (side, price, amount) rows before the step
+        buf = self._fills
         if self.rules is not None and last > 0.0:
             self._explain_rules(last)
-        n = engine.step(self.params, self.state, self.quotes, bid, ask, last, low, high, volume, buf)
-        filled = np.zeros(self.quotes.shape[0])
-        for j in range(n):
-            f = buf[j]
-            side, price, amount, fee = f[engine.F_SIDE], f[engine.F_PRICE], f[engine.F_AMOUNT], f[engine.F_FEE]
-            filled[int(f[engine.F_SLOT])] += amount
+        n = self.stepper(self.quotes, bid, ask, last, low, high, volume, buf)
+        filled = [0.0] * len(self.quotes)
+        for slot, side, price, amount, fee, f_base, f_quote in buf[:n].tolist():  # F_* column order
+            filled[int(slot)] += amount
             self.events.write(
                 ts, "FILL", self.pair, side=SIDE_NAME[side], price=price, amount=amount,
-                base=f[engine.F_BASE], quote=f[engine.F_QUOTE], mid=self._mid, fee=fee,
+                base=f_base, quote=f_quote, mid=self._mid, fee=fee,
             )
-            self.recorder.fill(ts, side, price, amount, fee, f[engine.F_BASE], f[engine.F_QUOTE])
+            self.recorder.fill(ts, side, price, amount, fee, f_base, f_quote)
         if self.log_quotes:
-            for slot in range(resting.shape[0]):
-                left = resting[slot, engine.Q_AMOUNT] - filled[slot]
-                if resting[slot, engine.Q_AMOUNT] > 0.0 and left > 0.0:
-                    self._event(ts, "CANCEL", resting[slot, engine.Q_SIDE], resting[slot, engine.Q_PRICE], left)
-            for slot in range(self.quotes.shape[0]):
-                if self.quotes[slot, engine.Q_AMOUNT] > 0.0:
-                    self._event(ts, "QUOTE", self.quotes[slot, engine.Q_SIDE], self.quotes[slot, engine.Q_PRICE], self.quotes[slot, engine.Q_AMOUNT],
-                                note=self.feed.source)
-        bid_q, ask_q = engine.best_placed(self.params, self.quotes, buf, n)
-        base, quote = float(self.state["base"]), float(self.state["quote"])
+            for slot, (side, price, amount) in enumerate(resting):
+                left = amount - filled[slot]
+                if amount > 0.0 and left > 0.0:
+                    self._event(ts, "CANCEL", side, price, left)
+            for side, price, amount in self.quotes.tolist():
+                if amount > 0.0:
+                    self._event(ts, "QUOTE", side, price, amount, note=self.feed.source)
+        bid_q, ask_q = self.stepper.best_placed(self.quotes, buf, n)
+        base, quote = self.stepper.balances()
         self.recorder.cycle((ts, self._mid, bid_q, ask_q, base, quote, quote + base * self._mid), row)
         self.ticks += 1
         if self.status is not None:
             self.status.update(self.pair, mid=self._mid, bid=bid_q, ask=ask_q, base=base, equity=quote + base * self._mid,
-                               initial=float(self.params["capital"]), fills=self.recorder.fills,
+                               initial=self._capital, fills=self.recorder.fills,
                                errors=self.errors, data_ts_ms=ts, source=self.feed.source)
 
     def warm_up(self) -> None:
         """Compile the kernel now (a throwaway cycle on copies): on a cold numba cache the first
         cycle would otherwise quote on data fetched before a compile of many seconds."""
         nan = math.nan
-        buf = np.empty((engine.max_fills(engine.levels_of(self.params)), engine.N_FILL))
+        buf = np.empty((engine.max_fills(self.stepper.levels), engine.N_FILL))
         engine.step(self.params, self.state.copy(), self.quotes.copy(), 1.0, 1.0, 1.0, nan, nan, 0.0, buf)
 
     def _explain_rules(self, last: float) -> None:
