@@ -81,7 +81,8 @@ def _settle(fills, nf, slot, hit, side, price, amount, fee_rate, base, quote, fe
 def _cycle(p, s, quotes, bid, ask, last, low, high, volume, fills, start, drops,
            base, quote, fees, traded, buys, sells, cycle):
     """One cycle on the engine's state held as scalars (the bulk loop keeps them in registers from
-    row to row). Returns (fills end, base, quote, fees, traded, buys, sells, cycle + 1).
+    row to row). Returns (fills end, base, quote, fees, traded, buys, sells, cycle + 1, best bid,
+    best ask placed: the highest bid and lowest ask resting (touch) or executed (instant), NaN = none).
 
     1. Resting quotes (made at the previous row) meet this row's interval: under `touch`, a bid
        at p fills if low < p, an ask at p if high > p, at p, capped by participation x volume
@@ -124,6 +125,8 @@ def _cycle(p, s, quotes, bid, ask, last, low, high, volume, fills, start, drops,
     min_profit = p.min_profit_threshold * mid
     free_quote = quote
     free_base = base
+    best_bid = np.nan
+    best_ask = np.nan
     for slot in range(n_slots):
         side = quotes[slot, Q_SIDE]
         price = quotes[slot, Q_PRICE]
@@ -151,6 +154,8 @@ def _cycle(p, s, quotes, bid, ask, last, low, high, volume, fills, start, drops,
         drops[reason] += 1.0
         ok = reason == 0
         rest = ok and not INSTANT
+        best_bid = price if ok and is_buy and not price <= best_bid else best_bid
+        best_ask = price if ok and not is_buy and not price >= best_ask else best_ask
         free_quote = free_quote - need if rest and is_buy else free_quote
         free_base = free_base - amount if rest and not is_buy else free_base
         if INSTANT:  # a constant: only one fill model's code is compiled
@@ -159,7 +164,7 @@ def _cycle(p, s, quotes, bid, ask, last, low, high, volume, fills, start, drops,
             )
         quotes[slot, Q_AMOUNT] = amount if rest else 0.0
 
-    return nf, base, quote, fees, traded, buys, sells, cycle + 1.0
+    return nf, base, quote, fees, traded, buys, sells, cycle + 1.0, best_bid, best_ask
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -203,26 +208,16 @@ def run(p, s, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fi
     n_slots = quotes.shape[0]
     drops = np.zeros(N_DROP_SLOTS)
     k = 0
-    c = (0, s.base, s.quote, s.fees, s.volume, s.buys, s.sells, s.cycles)
+    c = (0, s.base, s.quote, s.fees, s.volume, s.buys, s.sells, s.cycles, np.nan, np.nan)
     for i in range(n):
         c = _cycle(p, s, quotes, bid[i], ask[i], last[i], low[i], high[i], volume[i], fills, k, drops,
                    c[1], c[2], c[3], c[4], c[5], c[6], c[7])
         m = c[0] - k
-        # best bid and ask placed: what rests (touch) or what this row executed (instant:
-        # fills[k:k + m], nothing rested before them)
-        best_bid = np.nan
-        best_ask = np.nan
-        for slot in range(n_slots):
-            side = fills[k + slot, F_SIDE] if INSTANT else quotes[slot, Q_SIDE]
-            price = fills[k + slot, F_PRICE] if INSTANT else quotes[slot, Q_PRICE]
-            live = slot < m if INSTANT else quotes[slot, Q_AMOUNT] > 0.0
-            best_bid = price if live and side > 0.0 and not price <= best_bid else best_bid
-            best_ask = price if live and side < 0.0 and not price >= best_ask else best_ask
         for j in range(n_slots):
             fill_rows[k + j] = i  # rows past k + m are overwritten later or cut off
         k += m
-        quoted[i, 0] = best_bid
-        quoted[i, 1] = best_ask
+        quoted[i, 0] = c[8]
+        quoted[i, 1] = c[9]
         base[i] = c[1]
         quote[i] = c[2]
     _store(s, c, drops)
