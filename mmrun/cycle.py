@@ -213,8 +213,8 @@ def run(p, s, quotes, bid, ask, last, low, high, volume, quoted, base, quote, fi
         c = _cycle(p, s, quotes, bid[i], ask[i], last[i], low[i], high[i], volume[i], fills, k, drops,
                    c[1], c[2], c[3], c[4], c[5], c[6], c[7])
         m = c[0] - k
-        for j in range(n_slots):
-            fill_rows[k + j] = i  # rows past k + m are overwritten later or cut off
+        for j in range(k, k + m):
+            fill_rows[j] = i
         k += m
         quoted[i, 0] = c[8]
         quoted[i, 1] = c[9]
