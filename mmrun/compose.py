@@ -45,6 +45,7 @@ class JobComposer:
         self._groups: Dict[str, bool] = {}
         self._checked: set = set()
         self._parts: Dict[Tuple[str, ...], Tuple[DictConfig, DictConfig]] = {}
+        self._parsed: Dict[str, Override] = {}
 
     # ------------------------------------------------------------ overrides
 
@@ -58,9 +59,19 @@ class JobComposer:
             known = self._groups[key] = bool(self.loader.repository.group_exists(key))
         return known
 
+    def _parse(self, line: str) -> Override:
+        """One override string parsed by Hydra's parser (kept: a grid repeats few distinct strings)."""
+        o = self._parsed.get(line)
+        if o is None:
+            (o,) = self.parser.parse_overrides([line])
+            if len(self._parsed) >= 100_000:
+                self._parsed.clear()
+            self._parsed[line] = o
+        return o
+
     def split(self, overrides: Sequence[str]) -> Tuple[Tuple[str, ...], List[Override], List[Override]]:
         """(template key: the group overrides, the value overrides, every parsed override in order)."""
-        parsed = self.parser.parse_overrides([str(x) for x in overrides])
+        parsed = [self._parse(str(x)) for x in overrides]
         groups = tuple(o.input_line for o in parsed if self._is_group(o))
         values = [o for o in parsed if not self._is_group(o)]
         return groups, values, parsed

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -298,6 +299,7 @@ def write_report(
     top: int = 10,
     declared: Optional[Iterable[str]] = None,
     rerun_full: Optional[Callable[[List[Tuple[int, List[str]]]], Any]] = None,
+    rerun_apart: bool = False,
 ) -> Report:
     """Read the jobs under sweep_dir and write sweep_summary.csv/.parquet (and heatmap.png).
 
@@ -305,7 +307,9 @@ def write_report(
     reads them from the sweep's multirun.yaml if present, else uses the keys whose values differ.
     rerun_full: given, called with [(job number, override strings)] of the top `top` ranked jobs
     that have no full folder yet, before the table is written; it writes their full re-runs
-    into <sweep_dir>/top/<job>/ (mmrun.launch).
+    into <sweep_dir>/top/<job>/ (mmrun.launch). rerun_apart: rerun_full runs the jobs in other
+    processes (the launcher's workers), so it is called from a thread while the trust figures
+    and pictures are made here; otherwise it runs first, in this thread.
     """
     sweep_dir = Path(sweep_dir)
     jobs = read_jobs(sweep_dir)
@@ -315,22 +319,48 @@ def write_report(
         declared = _declared_from_multirun_yaml(sweep_dir / "multirun.yaml")
     swept = swept_parameters(jobs, declared)
     table = build_table(jobs, swept, objective, direction, sweep_dir)
+    reruns: Optional[threading.Thread] = None
     if rerun_full is not None:
         by_num = {j.num: j for j in jobs}
         best = table.filter((pl.col("rank") <= top) & pl.col("full_folder").is_null())["job"].to_list()
         if best:
-            rerun_full([(n, by_num[n].lines) for n in best])
-            table = build_table(jobs, swept, objective, direction, sweep_dir)
-    trust = _assess(sweep_dir, jobs, table, objective, direction)
+            # the re-runs happen in other processes (the launcher's workers) or release the GIL in
+            # their I/O: the trust figures and the pictures, which depend only on the lean jobs'
+            # numbers, are made here meanwhile; only the full_folder column waits for them.
+            failure: List[BaseException] = []
+
+            def rerun() -> None:
+                try:
+                    rerun_full([(n, by_num[n].lines) for n in best])
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                    failure.append(exc)
+
+            reruns = threading.Thread(target=rerun, name="mmrun-full-reruns", daemon=True)
+            if rerun_apart:
+                reruns.start()
+            else:  # in this process (matplotlib, logging and Hydra's job state are not shared safely)
+                reruns.run()
+    try:
+        trust = _assess(sweep_dir, jobs, table, objective, direction)
+        png = sweep_dir / HEATMAP_PNG
+        drawn = heatmap(table, swept, objective, direction, png)
+        from mmrun.report import is_optuna_sweep, trials_picture
+
+        if is_optuna_sweep(sweep_dir):  # a search: the objective by trial and the best so far
+            trials_picture(table, objective, direction, sweep_dir / "trials.png")
+    finally:
+        if reruns is not None and rerun_apart:
+            reruns.join()
     table = trust.table if trust is not None else table
+    if reruns is not None:
+        if failure:
+            raise failure[0]
+        full = [_full_folder(by_num[n], sweep_dir) for n in table["job"].to_list()]
+        table = table.with_columns(pl.Series("full_folder", full, dtype=pl.String))
+        if trust is not None:
+            trust.table = table
     write_csv(table, sweep_dir / SUMMARY_CSV)
     write_parquet(table, sweep_dir / SUMMARY_PARQUET)
-    png = sweep_dir / HEATMAP_PNG
-    drawn = heatmap(table, swept, objective, direction, png)
-    from mmrun.report import is_optuna_sweep, trials_picture
-
-    if is_optuna_sweep(sweep_dir):  # a search: the objective by trial and the best so far
-        trials_picture(table, objective, direction, sweep_dir / "trials.png")
     board = leaderboard(table, swept, objective, direction, top, str(sweep_dir))
     if trust is not None and trust.line:
         board += "\n  " + trust.line
@@ -478,6 +508,7 @@ class SweepReport(Callback):
             session = launch.active()
             args["rerun_full"] = session.rerun_full if session is not None else (
                 lambda jobs: launch.rerun_full_in_process(config, jobs))
+            args["rerun_apart"] = session is not None
         try:
             _report(Path(str(config.hydra.sweep.dir)), args)
         finally:

@@ -187,6 +187,25 @@ def resolve(node: Any) -> Tuple[Strategy, Any]:
     from omegaconf import DictConfig, OmegaConf
 
     data = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    # A run resolves its strategy node several times (validation, warnings, parameters) and a
+    # sweep worker runs many jobs with few distinct strategy nodes: the checked result is kept
+    # per node content (a config instance is not changed after it is built).
+    key = repr(sorted(data.items(), key=lambda kv: str(kv[0])))
+    hit = _RESOLVED.get(key)
+    if hit is not None:
+        return hit
+    hit = _resolve_data(data)
+    if len(_RESOLVED) >= 256:
+        _RESOLVED.pop(next(iter(_RESOLVED)))
+    _RESOLVED[key] = hit
+    return hit
+
+
+_RESOLVED: Dict[str, Tuple[Strategy, Any]] = {}  # resolve()'s results by node content
+
+
+def _resolve_data(data: Dict[str, Any]) -> Tuple[Strategy, Any]:
+    """resolve() of a plain dict (consumed)."""
     target = data.pop("_target_", None)
     if target is None:
         spec = built_in(str(data.get("name", "symmetric")))
