@@ -53,12 +53,19 @@ def period_returns(equities: Sequence[pl.DataFrame], periods: int = PERIODS) -> 
                                  "equity": pl.Float64, "return": pl.Float64})
     if not frames:
         return empty
-    total = frames[0]
-    for f in frames[1:]:
-        total = total.join(f, on="ts_ms", how="full", coalesce=True)
-    total = total.sort("ts_ms").fill_null(strategy="forward").fill_null(strategy="backward")
-    ts = total["ts_ms"].to_numpy().astype(np.int64)
-    eq = total.select(pl.sum_horizontal(pl.exclude("ts_ms"))).to_series().to_numpy().astype(np.float64)
+    ts = frames[0]["ts_ms"].to_numpy().astype(np.int64) if len(frames) == 1 else None
+    if ts is not None and bool(np.all(ts[1:] > ts[:-1])):
+        # one run's equity (the usual case), strictly in time order: the same numbers without
+        # the join and the sort (sum_horizontal of one column: its value, 0 where null)
+        e = frames[0].get_column(frames[0].columns[1])
+        eq = e.fill_null(strategy="forward").fill_null(strategy="backward").fill_null(0.0).to_numpy().astype(np.float64)
+    else:
+        total = frames[0]
+        for f in frames[1:]:
+            total = total.join(f, on="ts_ms", how="full", coalesce=True)
+        total = total.sort("ts_ms").fill_null(strategy="forward").fill_null(strategy="backward")
+        ts = total["ts_ms"].to_numpy().astype(np.int64)
+        eq = total.select(pl.sum_horizontal(pl.exclude("ts_ms"))).to_series().to_numpy().astype(np.float64)
     p = min(periods, ts.size - 1)
     if p < 1:
         return empty

@@ -49,8 +49,32 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+# glibc mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+KEEP_FREED_BYTES = 1 << 30
+
+
+def _keep_freed_memory() -> None:
+    """Let glibc's malloc serve blocks below 512 MiB from its heap and keep up to 1 GiB of freed
+    memory for reuse instead of returning it to the kernel: a worker allocates the same large
+    arrays (a million-row backtest's columns) job after job, and mapping them anew costs page
+    faults on every job (measured: about a third less system time per 1M-bar job). The worker's
+    resident memory then stays near its largest job's instead of falling between jobs. No-op
+    off glibc."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, ctypes.c_int(KEEP_FREED_BYTES // 2))
+        libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int(KEEP_FREED_BYTES))
+    except (OSError, AttributeError):
+        pass
+
+
 def _worker_loop(conn: Connection, run_job: JobFn, parent_pid: int, quiet: bool) -> None:
     _die_with_parent(parent_pid)
+    _keep_freed_memory()
     # Ctrl-C reaches the whole process group: the parent decides what stops (it ends the workers).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if quiet:
