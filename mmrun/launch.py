@@ -191,13 +191,22 @@ class Session:
     def _ensure_pool(self, n_first: int, first: List[str]) -> None:
         if self.pool is not None:
             return
+        import threading
+
+        from mmrun.output import import_plotting
         from mmrun.workers import WarmPool
 
+        # matplotlib is imported once here and inherited by the workers (the full re-runs draw
+        # report.png; this process draws the sweep's pictures), instead of once per process. Its
+        # import overlaps the kernel's loading, which spends much of its time outside the GIL.
+        plotting = threading.Thread(target=import_plotting, name="mmrun-import-plotting", daemon=True)
+        plotting.start()
         try:
             job_cfg = self.composer.compose(first)
         except Exception:  # noqa: BLE001 - the job fails on its own
             job_cfg = None
         _warm(job_cfg)
+        plotting.join()  # no thread may be half-way through an import when the workers fork
         n = self.n_jobs if self.n_jobs > 0 else cores()
         n = max(1, min(n, n_first) if self.n_jobs <= 0 else n)
         self.pool = WarmPool(n, self.run_one, quiet=True)
