@@ -48,6 +48,22 @@ def composer_for(hydra_context: Any, config: DictConfig) -> JobComposer:
     return c
 
 
+def full_when_all_on_top(config: DictConfig, batches: Sequence[Sequence[Sequence[str]]],
+                         batch: Sequence[Sequence[str]]) -> List[List[str]]:
+    """batch's jobs' overrides, each with `sweep.outputs=full` added when the sweep's jobs (all
+    its batches) number no more than sweep.top under sweep.outputs=lean: every job is then on the
+    leaderboard and would be re-run into a full folder at the end, so writing that folder at once
+    costs one run instead of two. A job that sets sweep.outputs itself keeps it."""
+    jobs = [list(o) for o in batch]
+    total = sum(len(b) for b in batches)
+    top = OmegaConf.select(config, "sweep.top", default=None)
+    outputs = OmegaConf.select(config, "sweep.outputs", default="full")
+    if str(outputs) != "lean" or not isinstance(top, int) or total > top:
+        return jobs
+    return [o if any(x.split("=", 1)[0].lstrip("+~") == "sweep.outputs" for x in o) else o + ["sweep.outputs=full"]
+            for o in jobs]
+
+
 def lean_outputs(cfg: Any) -> bool:
     """True for a sweep job whose folder keeps only .hydra/, summary.json, events.parquet and its log
     (sweep.outputs=lean in a multirun); a single run, a full re-run and sweep.outputs=full write every file."""

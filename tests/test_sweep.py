@@ -254,6 +254,24 @@ def test_full_outputs_keep_every_file_and_need_no_re_run(tmp_path: Path):
     assert sorted(read_report(d)["full_folder"].to_list()) == ["0", "1"]
 
 
+def test_a_sweep_no_larger_than_its_top_writes_full_folders_without_re_runs(tmp_path: Path):
+    d = tmp_path / "sweep"
+    r = _sweep(d, "spread=0.001,0.002,0.003", "sweep.top=3")  # every job is on the leaderboard
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not (d / "top").exists()
+    for job in range(3):
+        folder = d / str(job)
+        assert {"events.csv", "equity.parquet", "report.png"} <= {p.name for p in folder.iterdir()}
+        assert yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())[-1] == "sweep.outputs=full"
+    assert sorted(read_report(d)["full_folder"].to_list()) == ["0", "1", "2"]
+    # one job more than the leaderboard: lean folders, the top ones re-run
+    lean = tmp_path / "lean"
+    r = _sweep(lean, "spread=0.001,0.002,0.003", "sweep.top=2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(p.name for p in (lean / "top").iterdir()) == sorted(str(j) for j in read_report(lean)["job"][:2])
+    assert "report.png" not in {p.name for p in (lean / "0").iterdir()}
+
+
 def test_every_numeric_summary_metric_is_an_allowed_objective(grid_sweep):
     from mmrun.config import OBJECTIVES
 

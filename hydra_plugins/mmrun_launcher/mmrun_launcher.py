@@ -79,6 +79,15 @@ class MmrunSweeper(BasicSweeper):
     def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Any] = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
 
+    def get_job_batch(self) -> Sequence[Sequence[str]]:
+        """The next batch; when the whole sweep has no more jobs than sweep.top, its jobs write
+        full folders themselves (sweep.outputs=full): each would be re-run into one anyway."""
+        from mmrun import launch
+
+        batch = super().get_job_batch()
+        assert self.overrides is not None and self.config is not None
+        return launch.full_when_all_on_top(self.config, self.overrides, batch)
+
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         from mmrun import launch
 
