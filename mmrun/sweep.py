@@ -324,9 +324,9 @@ def write_report(
         by_num = {j.num: j for j in jobs}
         best = table.filter((pl.col("rank") <= top) & pl.col("full_folder").is_null())["job"].to_list()
         if best:
-            # the re-runs happen in other processes (the launcher's workers) or release the GIL in
-            # their I/O: the trust figures and the pictures, which depend only on the lean jobs'
-            # numbers, are made here meanwhile; only the full_folder column waits for them.
+            # with rerun_apart the re-runs happen in the launcher's worker processes: the trust
+            # figures and the pictures, which depend only on the lean jobs' numbers, are made here
+            # meanwhile; only the full_folder column waits for them.
             failure: List[BaseException] = []
 
             def rerun() -> None:
