@@ -20,9 +20,11 @@ job returns, so it works the same for every launcher (joblib, Ray, submitit) and
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
+import re
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -88,14 +90,24 @@ def parse_overrides(lines: Iterable[str]) -> Dict[str, Any]:
 
     Sweep expressions ('spread=0.1,0.2', 'interval(...)') map to their text; deletions are skipped.
     """
+    out: Dict[str, Any] = {}
+    for line in lines:
+        parsed = _parsed_override(str(line))
+        if parsed is not None:
+            out[parsed[0]] = parsed[1]
+    return out
+
+
+@functools.lru_cache(maxsize=65536)
+def _parsed_override(line: str) -> Optional[Tuple[str, Any]]:
+    """(key, typed value) of one override string by Hydra's parser; None for a deletion. Kept: a
+    sweep's jobs repeat a few distinct strings (the parser costs about a millisecond each)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    out: Dict[str, Any] = {}
-    for o in OverridesParser.create().parse_overrides([str(x) for x in lines]):
-        if o.is_delete():
-            continue
-        out[o.key_or_group] = str(o.value()) if o.is_sweep_override() else o.value()
-    return out
+    (o,) = OverridesParser.create().parse_overrides([line])
+    if o.is_delete():
+        return None
+    return o.key_or_group, str(o.value()) if o.is_sweep_override() else o.value()
 
 
 def sweep_keys(lines: Iterable[str]) -> List[str]:
@@ -106,22 +118,38 @@ def sweep_keys(lines: Iterable[str]) -> List[str]:
     return [o.key_or_group for o in parsed if o.is_sweep_override()]
 
 
+# hydra.mode and hydra.job.num as Hydra writes hydra.yaml (two- and four-space block indents)
+_MODE_LINE = re.compile(r"^  mode: (\S+)$", re.MULTILINE)
+_NUM_LINE = re.compile(r"^  job:\n(?:    .*\n|      .*\n)*?    num: (\d+)$", re.MULTILINE)
+
+
+def _mode_and_num(hydra_yaml: Path) -> Tuple[Any, Any]:
+    """(hydra.mode, hydra.job.num) of a job's .hydra/hydra.yaml: read off the lines where Hydra
+    writes them (a sweep report reads thousands of these files), else by parsing the YAML.
+    Raises OSError and yaml.YAMLError."""
+    with open(hydra_yaml, encoding="utf-8") as f:
+        text = f.read()
+    mode, num = _MODE_LINE.findall(text), _NUM_LINE.findall(text)
+    if len(mode) == 1 and len(num) == 1:
+        return mode[0], int(num[0])
+    hydra_cfg = (yaml.load(text, Loader=_YAML_LOADER) or {}).get("hydra", {})
+    return hydra_cfg.get("mode"), (hydra_cfg.get("job") or {}).get("num")
+
+
 def read_jobs(sweep_dir: Path) -> List[Job]:
     """Every job folder under sweep_dir (a folder whose .hydra/hydra.yaml is a multirun job's)."""
     jobs = []
     for hydra_yaml in sorted(sweep_dir.glob("**/.hydra/hydra.yaml")):
         folder = hydra_yaml.parent.parent
         try:
-            with open(hydra_yaml, encoding="utf-8") as f:
-                hydra_cfg = (yaml.load(f, Loader=_YAML_LOADER) or {}).get("hydra", {})
-            num = hydra_cfg.get("job", {}).get("num")
+            mode, num = _mode_and_num(hydra_yaml)
             with open(folder / ".hydra" / "overrides.yaml", encoding="utf-8") as f:
                 lines = [str(x) for x in (yaml.load(f, Loader=_YAML_LOADER) or [])]
             overrides = parse_overrides(lines)
         except (OSError, yaml.YAMLError) as exc:
             log.warning("%s: not a readable job folder (%s); skipped", folder, exc)
             continue
-        if hydra_cfg.get("mode") != "MULTIRUN" or not isinstance(num, int):
+        if mode != "MULTIRUN" or not isinstance(num, int):
             continue
         info = read_json_object(folder / "run_info.json")
         wall = info.get("wall_clock_seconds")
