@@ -2,19 +2,29 @@
 
     python bench/bench_strategies.py            # print the table
     python bench/bench_strategies.py --write    # and write the "## Strategies" section of BENCHMARKS.md
+    python bench/bench_strategies.py --against DIR [--rounds 5] [--write]
+        # and each case against another checkout (e.g. `git worktree add /tmp/base f58ee40`)
 
 Each configuration replays 1,000,000 synthetic one-minute candles (bench/data.py, seed 7;
 close stands for bid, ask and last, no tick grid) through the compiled kernel, compile
 excluded (one warm-up call), best of REPEATS runs by CPU time of this process. Every strategy
 is judged against `symmetric` measured in the same run: the target is at most 2x its time.
+
+--against: one worker process per checkout (this one and DIR, each with its own kernel and
+numba cache folders), niced; every round measures each case in both, alternating which goes
+first, best of 3 calls each; a case's figure is its best round. Alternating is what makes the
+two comparable on a machine shared with other work, whose load moves every figure by 10-20 %.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +34,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+
+if __name__ == "__main__" and "--worker" in sys.argv:  # the checkout measured comes first on the path
+    sys.path.insert(0, sys.argv[sys.argv.index("--worker") + 1])
 
 import sections  # noqa: E402
 from data import candles  # noqa: E402
@@ -77,6 +90,94 @@ def measure(cols, fill_model: str, kw: dict) -> dict:
 
 def _params(fill_model: str, kw: dict):
     return engine.make_params(0.002, 0.01, 0.2, 10_000.0, 0.001, fill_model, None, 0.0, **kw)
+
+
+def _state(params):
+    """A fresh state (an earlier checkout's make_state takes no params)."""
+    import inspect
+
+    if "params" in inspect.signature(engine.make_state).parameters:
+        return engine.make_state(0.0, 10_000.0, params)
+    return engine.make_state(0.0, 10_000.0)
+
+
+def worker() -> None:
+    """--worker DIR: serve measurements of DIR's engine over stdin/stdout ('case repeats' lines in,
+    JSON [best CPU seconds, fills, final quote balance] out), after compiling every case."""
+    cols = columns()
+    params = [_params(fm, kw) for _, fm, kw in CASES]
+    for p in params:
+        engine.run_bulk(p, _state(p), *cols)
+    print(json.dumps({"engine": engine.__file__}), flush=True)
+    for line in sys.stdin:
+        i, repeats = map(int, line.split())
+        best, out = float("inf"), None
+        for _ in range(repeats):
+            state = _state(params[i])
+            t = time.process_time()
+            out = engine.run_bulk(params[i], state, *cols)
+            best = min(best, time.process_time() - t)
+        print(json.dumps([best, len(out[1]), float(out[4][-1])]), flush=True)
+
+
+def against(other: str, rounds: int) -> str:
+    """The side-by-side table of this checkout and `other` (see the module docstring)."""
+    here = str(ROOT)
+    other = str(Path(other).resolve())
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench-against-") as tmp:
+        procs = {}
+        for tag, root in (("this", here), ("other", other)):
+            env = dict(os.environ, NUMBA_CACHE_DIR=f"{tmp}/{tag}-numba", MMRUN_KERNEL_DIR=f"{tmp}/{tag}-kernels")
+            procs[tag] = subprocess.Popen(
+                ["nice", "-n", "5", sys.executable, str(Path(__file__).resolve()), "--worker", root],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
+        try:
+            for tag, root in (("this", here), ("other", other)):
+                line = procs[tag].stdout.readline()
+                if not line or not json.loads(line)["engine"].startswith(root):
+                    raise SystemExit(f"bench_strategies: the worker for {root} did not start (or imported mmrun from "
+                                     f"elsewhere: {line.strip()!r})")
+            best = {}
+            same = {}
+            for r in range(rounds):
+                for i in range(len(CASES)):
+                    res = {}
+                    for tag in (("this", "other") if r % 2 == 0 else ("other", "this")):
+                        procs[tag].stdin.write(f"{i} 3\n")
+                        procs[tag].stdin.flush()
+                        res[tag] = json.loads(procs[tag].stdout.readline())
+                        best[(tag, i)] = min(best.get((tag, i), float("inf")), res[tag][0])
+                    same[i] = res["this"][1:] == res["other"][1:]
+        finally:
+            for p in procs.values():
+                p.stdin.close()
+                p.wait()
+    load_after = os.getloadavg()
+    commit = _commit(other)
+    lines = [
+        f"`python bench/bench_strategies.py --against DIR --rounds {rounds}` — this checkout ({_commit(here)}) "
+        f"and DIR = a checkout of {commit} measured alternately (see the script's docstring), best of {rounds} "
+        f"rounds x 3 calls each, niced; load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} "
+        "after: the machine was shared with other work.",
+        "",
+        f"| strategy | fill model | M bars/s {commit} | M bars/s here | here / {commit} | same fills and balance |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for i, (label, fm, _) in enumerate(CASES):
+        a, b = best[("other", i)], best[("this", i)]
+        lines.append(f"| {label} | {fm} | {BARS / a / 1e6:.1f} | {BARS / b / 1e6:.1f} | {a / b:.2f} x | "
+                     f"{'yes' if same[i] else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _commit(root: str) -> str:
+    try:
+        out = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return Path(root).name
 
 
 def _levels(label: str) -> str:
@@ -136,8 +237,16 @@ def run() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help="write the section into BENCHMARKS.md")
+    ap.add_argument("--against", metavar="DIR", help="also measure each case against this checkout, alternately")
+    ap.add_argument("--rounds", type=int, default=5, help="--against: rounds (default 5)")
+    ap.add_argument("--worker", metavar="DIR", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        worker()
+        return
     text = run()
+    if args.against:
+        text = text.rstrip("\n") + "\n\n" + against(args.against, args.rounds)
     print(text)
     if args.write:
         sections.write_section("bench/bench_strategies.py", text)
