@@ -1,8 +1,8 @@
 """The per-cycle engine kernel (numba): resting quotes + next market interval -> fills, balances.
 
 One cycle (mmrun/cycle.py) is the whole engine. The paper loop calls it once per cycle through
-`step`; the backtest calls it in bulk through `run_bulk`, where the same cycle is inlined into a
-compiled loop. Both therefore produce the same fills from the same market rows. Each (strategy,
+`step` (a `Stepper`, which resolves the variant once per run); the backtest calls it in bulk
+through `run_bulk`, where the same cycle is inlined into a compiled loop. Both therefore produce the same fills from the same market rows. Each (strategy,
 fill model) pair is its own compiled variant, made by `kernel` on first use and cached on disk.
 
 Layouts:
@@ -11,6 +11,7 @@ Layouts:
   its config, and what it derives); its dtype's metadata names the strategy;
 - state: a record built by `make_state`: balances and running totals (ENGINE_STATE), the count of
   quotes not placed by reason (`dropped_<reason>`, DROP_REASONS) and the strategy's own fields;
+  both records view one-element arrays, which is what the compiled step is handed (`_array_of`);
 - quotes: 2 x levels rows of (side, price, amount), row 2k the bid of level k and 2k + 1 its ask;
   amount 0 = empty slot. `empty_quotes(levels)` makes one;
 - fills: rows of F_* columns, written by the kernel into an output buffer (`max_fills(levels)`

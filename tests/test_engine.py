@@ -102,3 +102,21 @@ def test_step_leaves_resting_quotes_for_the_paper_loop():
     assert quotes[1, engine.Q_AMOUNT] == 0.0
     n = engine.step(p, state, quotes, 100.0, 100.0, 100.0, 99.0, 101.0, 3.0, buf)
     assert n == 1 and buf[0, engine.F_SIDE] == 1
+
+
+def test_stepper_updates_the_state_record_in_place_and_a_copy_alike():
+    # the kernel is handed the one-element array a make_state record views; a record that owns
+    # its data (a copy) is stepped through a copy of its own and written back: same numbers
+    p = params(fill="instant")
+    rows = [(100.0, 100.0, 100.0, NAN, NAN, 0.0), (101.0, 101.0, 101.0, NAN, NAN, 0.0)]
+    states = [engine.make_state(0.0, 10000.0, p), engine.make_state(0.0, 10000.0, p).copy()]
+    assert engine._array_of(states[0]) is not None and engine._array_of(states[1]) is None
+    for state in states:
+        stepper = engine.Stepper(p, state)
+        quotes = engine.empty_quotes()
+        buf = np.empty((engine.max_fills(1), engine.N_FILL))
+        for row in rows:
+            assert stepper(quotes, *row, buf) == 2  # instant: the bid, then the ask, execute
+        assert stepper.balances() == (float(state["base"]), float(state["quote"]))
+    assert states[0]["fees"] > 0.0 and states[0]["cycles"] == 2.0 and states[0]["buys"] == states[0]["sells"] == 2.0
+    assert states[0].tolist() == states[1].tolist()
