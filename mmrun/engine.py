@@ -267,7 +267,7 @@ def best_placed(params: Any, quotes: np.ndarray, fills: np.ndarray, n: int) -> t
 _KERNELS: Dict[Tuple[str, int, int], Any] = {}
 _BEGIN = "# --- VARIANT"
 _END = "# --- END VARIANT ---"
-# What the kernel compiles from besides the strategy's own file (hashed into the variant's name).
+# What the kernel compiles from besides the strategy's files (hashed into the variant's name).
 _SOURCES = ("mmrun.engine", "mmrun.cycle", "mmrun.quoting", "mmrun.sizing", "mmrun.strategies.base")
 
 
@@ -297,9 +297,9 @@ def kernel(strategy: Any, model: FillModel):
 
     The variant's source is mmrun/cycle.py with the strategy's anchor and the fill model written
     in as constants; its file name carries a sha256 of that source and of every file the kernel
-    compiles from (engine, cycle, quoting, sizing, strategies/base and the strategy's own file),
-    so an edit to any of them gives a new file, which numba compiles afresh: a cached kernel is
-    never stale.
+    compiles from (engine, cycle, quoting, sizing, strategies/base and Strategy.source_files: the
+    strategy's file and those of the helpers its anchor calls), so an edit to any of them gives a
+    new file, which numba compiles afresh: a cached kernel is never stale.
     """
     key = (strategy.key, int(model), id(strategy.anchor))  # a reloaded strategy module: a new anchor
     mod = _KERNELS.get(key)
@@ -325,16 +325,24 @@ def _variant_source(strategy: Any, model: FillModel) -> str:
     return head + variant + _END + tail
 
 
-def _load_variant(strategy: Any, model: FillModel):
+def _variant_stem(strategy: Any, model: FillModel, source: str) -> str:
+    """The variant's file name (no suffix): strategy, fill model and a sha256 of its source and of
+    every file the kernel compiles from (see `kernel`)."""
     import numba
 
-    source = _variant_source(strategy, model)
     h = hashlib.sha256(source.encode())
     for name in _SOURCES:
         h.update(Path(importlib.util.find_spec(name).origin).read_bytes())
-    h.update(Path(strategy.source_file).read_bytes())
+    for file in strategy.source_files:  # the anchor's file and the files of the code it calls
+        data = Path(file).read_bytes() if file else b""
+        h.update(len(data).to_bytes(8, "little") + data)
     h.update(f"numba {numba.__version__} numpy {np.__version__} python {platform.python_version()}".encode())
-    stem = f"{_safe(strategy.name)}_{model.name.lower()}_{h.hexdigest()[:20]}"
+    return f"{_safe(strategy.name)}_{model.name.lower()}_{h.hexdigest()[:20]}"
+
+
+def _load_variant(strategy: Any, model: FillModel):
+    source = _variant_source(strategy, model)
+    stem = _variant_stem(strategy, model, source)
     folder = kernel_dir()
     path = folder / f"{stem}.py"
     if not path.exists():

@@ -93,3 +93,37 @@ def test_make_params_defaults_come_from_the_schemas():
     with pytest.raises(TypeError, match="has no key gama"):
         engine.make_params(0.002, 0.01, 0.2, 10_000.0, 0.001, "touch", None, 0.0, strategy="avellaneda_stoikov",
                            gama=1.0)
+
+
+def test_an_edit_to_a_helper_file_the_anchor_calls_changes_the_kernel_key(tmp_path, monkeypatch):
+    # the anchor calls njit helpers from two other files of the user's (one by name, one through
+    # its module): both files are part of the kernel's cache key, so an edit to either recompiles
+    (tmp_path / "kkey_scale.py").write_text(
+        "from numba import njit\n\n\n@njit(cache=True)\ndef scale(x):\n    return 2.0 * x\n")
+    (tmp_path / "kkey_shift.py").write_text(
+        "from numba import njit\n\n\n@njit(cache=True)\ndef shift(x):\n    return x + 0.0\n")
+    (tmp_path / "kkey_strategy.py").write_text(
+        "from dataclasses import dataclass\n\nfrom numba import njit\n\nimport kkey_shift\n"
+        "from kkey_scale import scale\nfrom mmrun.strategies.base import Strategy, StrategyConfig, param\n\n\n"
+        "@dataclass\nclass KeyConfig(StrategyConfig):\n    name: str = param('kkey', 'name', kernel=False)\n\n\n"
+        "@njit(cache=True)\ndef anchor(p, s, best_bid, best_ask, mid, base, quote, cycle):\n"
+        "    half = kkey_shift.shift(scale(0.001))\n    return best_bid, half, best_ask, half, 1.0, 1.0\n\n\n"
+        "STRATEGY = Strategy(config=KeyConfig, anchor=anchor)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import kkey_strategy
+
+    spec = kkey_strategy.STRATEGY
+    names = sorted(Path(f).name for f in spec.source_files)
+    assert names == ["kkey_scale.py", "kkey_shift.py", "kkey_strategy.py"]
+    model = engine.FillModel.TOUCH
+    source = engine._variant_source(spec, model)
+    stems = [engine._variant_stem(spec, model, source)]
+    for name, old, new in (("kkey_scale.py", "2.0 * x", "3.0 * x"), ("kkey_shift.py", "x + 0.0", "x + 1e-4")):
+        f = tmp_path / name
+        f.write_text(f.read_text().replace(old, new))
+        stems.append(engine._variant_stem(spec, model, source))
+    assert len(set(stems)) == 3
+    # the built-ins: the anchor's file, and mmrun's quoting.py where the anchor calls into it
+    from mmrun.strategies import built_in
+
+    assert sorted(Path(f).name for f in built_in("inventory_skew").source_files) == ["inventory_skew.py", "quoting.py"]

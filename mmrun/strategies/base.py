@@ -122,6 +122,16 @@ class Strategy:
         """The file defining the anchor (hashed into the kernel's cache key)."""
         return inspect.getsourcefile(self.anchor.py_func) or ""
 
+    @property
+    def source_files(self) -> Tuple[str, ...]:
+        """Every file of code the anchor reaches, sorted (all hashed into the kernel's cache key, so
+        an edit to any of them compiles the kernel afresh): the anchor's file and those of the
+        @njit functions it names (`from helpers import f`, or `helpers.f` after `import helpers`),
+        and theirs in turn; modules named as a whole count with their file. Files of Python itself
+        and of installed packages (numpy, math, ...) are left out, but for the anchor's own: their
+        versions key the cache."""
+        return _reachable_files(self.anchor.py_func)
+
     def kernel_values(self, cfg: Any) -> Dict[str, float]:
         """The kernel's strategy parameters from a config instance: every numeric field (a choice's
         index for text fields with choices), then `derive`'s."""
@@ -140,6 +150,42 @@ class Strategy:
         if self.derive is not None:
             out.update({k: float(v) for k, v in self.derive(cfg).items()})
         return out
+
+
+def _reachable_files(fn: Callable) -> Tuple[str, ...]:
+    import sysconfig
+    import types
+    from pathlib import Path
+
+    paths = sysconfig.get_paths()
+    installed = tuple(str(Path(paths[k]).resolve()) for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths)
+
+    def own(file: Optional[str]) -> Optional[str]:
+        if not file or not file.endswith(".py"):
+            return None
+        file = str(Path(file).resolve())
+        return None if file.startswith(installed) else file
+
+    files, seen, todo = set(), set(), [fn]
+    while todo:
+        f = todo.pop()
+        if id(f) in seen:
+            continue
+        seen.add(id(f))
+        source = inspect.getsourcefile(f)
+        file = (source or "") if f is fn else own(source)  # the anchor's own file always counts
+        if file is None:
+            continue
+        files.add(file)
+        names = f.__code__.co_names  # the globals it reads, and the attributes it reads off them
+        for name in names:
+            obj = f.__globals__.get(name)
+            if hasattr(obj, "py_func"):
+                todo.append(obj.py_func)
+            elif isinstance(obj, types.ModuleType) and own(getattr(obj, "__file__", None)):
+                files.add(own(obj.__file__))
+                todo.extend(getattr(obj, a).py_func for a in names if hasattr(getattr(obj, a, None), "py_func"))
+    return tuple(sorted(files))
 
 
 def built_in(name: str) -> Strategy:
