@@ -304,9 +304,10 @@ def run_job_in_place(hydra_context: Any, task_function: Any, cfg: DictConfig, hy
         if hc.output_subdir is not None:
             subdir = Path(hc.runtime.output_dir) / Path(hc.output_subdir)
             subdir.mkdir(parents=True, exist_ok=True)
-            for node, name in ((cfg, "config.yaml"), (hydra_cfg, "hydra.yaml"), (hc.overrides.task, "overrides.yaml")):
+            for text, name in ((to_yaml(cfg), "config.yaml"), (_yaml_text(_hydra_container(hydra_cfg)), "hydra.yaml"),
+                               (to_yaml(hc.overrides.task), "overrides.yaml")):
                 with open(subdir / name, "w", encoding="utf-8") as f:
-                    f.write(to_yaml(node))
+                    f.write(text)
         ret = JobReturn(overrides=list(hc.overrides.task), cfg=cfg, hydra_cfg=hydra_cfg, working_dir=os.getcwd())
         with env_override(hc.job.env_set):
             hydra_context.callbacks.on_job_start(config=cfg, task_function=task_function)
@@ -328,11 +329,40 @@ def run_job_in_place(hydra_context: Any, task_function: Any, cfg: DictConfig, hy
 
 def to_yaml(node: Any) -> str:
     """OmegaConf.to_yaml(node), emitted by libyaml when PyYAML has it (same text, a fraction of the time)."""
+    return _yaml_text(OmegaConf.to_container(node, resolve=False, enum_to_str=True))
+
+
+def _yaml_text(container: Any) -> str:
     import yaml
 
-    dumper = _yaml_dumper()
-    container = OmegaConf.to_container(node, resolve=False, enum_to_str=True)
-    return yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=dumper)
+    return yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=_yaml_dumper())
+
+
+# The {hydra: ...} part of a job's config as plain containers, per JobComposer.compose_job part
+# (one object per set of group choices, updated in place for each job): (that object, container).
+_HYDRA_CONTAINERS: Dict[int, Tuple[DictConfig, Dict[str, Any]]] = {}
+
+
+def _hydra_container(hydra_cfg: DictConfig) -> Dict[str, Any]:
+    """OmegaConf.to_container(hydra_cfg) for hydra.yaml, made once per compose_job part: what
+    changes from job to job there (hydra.overrides.task, hydra.job.override_dirname, .id, .num,
+    hydra.runtime.output_dir) is set on a copy of the plain containers."""
+    import copy
+
+    hit = _HYDRA_CONTAINERS.get(id(hydra_cfg))
+    if hit is None or hit[0] is not hydra_cfg:
+        base = OmegaConf.to_container(hydra_cfg, resolve=False, enum_to_str=True)
+        if len(_HYDRA_CONTAINERS) >= 64:
+            _HYDRA_CONTAINERS.clear()
+        _HYDRA_CONTAINERS[id(hydra_cfg)] = (hydra_cfg, base)
+        return base
+    hc = hydra_cfg.hydra
+    out = copy.deepcopy(hit[1])
+    h = out["hydra"]
+    h["overrides"]["task"] = list(hc.overrides.task)
+    h["job"].update(override_dirname=hc.job.override_dirname, id=hc.job.id, num=hc.job.num)
+    h["runtime"]["output_dir"] = hc.runtime.output_dir
+    return out
 
 
 _DUMPER: Any = None
