@@ -229,10 +229,12 @@ def section(r: dict) -> str:
         "round(s)). Each command timed from process start to exit, report and full re-runs of the top 10 jobs "
         "included. mmrun = the default launcher (warm workers, one per core); basic = `hydra/launcher=basic` "
         "(one job at a time in one process); single = one plain `python -m mmrun` run of one job of the sweep "
-        "(a backtest of the same file; a one-day paper run). Both sweeps write lean job folders.",
+        "(a backtest of the same file; a one-day paper run). Both sweeps write lean job folders, except "
+        "sweeps of no more jobs than sweep.top (10), whose jobs write full folders at once and re-run "
+        "nothing (the 4- and 8-job sweeps). CPU: seconds of CPU the mmrun sweep used, all its processes.",
         "",
-        "| sweep | mmrun | basic | single | mmrun / single | mmrun / basic | target |",
-        "|---|---|---|---|---|---|---|",
+        "| sweep | mmrun | mmrun CPU | basic | single | mmrun / single | mmrun / basic | target |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     others = 0.0
     for row in r["rows"]:
@@ -245,7 +247,7 @@ def section(r: dict) -> str:
         if row.get("vs_basic") and vs_basic is not None:
             target = _verdict(vs_basic, row["vs_basic"]) + " of basic"
         lines.append(
-            f"| {row['name']} | {_s(mm)} | {_s(basic)} | {_s(single)} | {vs_single:.2f}x | "
+            f"| {row['name']} | {_s(mm)} | {mm['cpu_seconds']:.1f} s | {_s(basic)} | {_s(single)} | {vs_single:.2f}x | "
             f"{f'{vs_basic:.2f}x' if vs_basic is not None else '-'} | {target} |"
         )
         others = max([others] + [x["others"] for x in (mm, basic, single) if x])

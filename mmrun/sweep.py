@@ -136,6 +136,16 @@ def _mode_and_num(hydra_yaml: Path) -> Tuple[Any, Any]:
     return hydra_cfg.get("mode"), (hydra_cfg.get("job") or {}).get("num")
 
 
+def _interned(obj: Any) -> Any:
+    """A JSON value with its keys and strings interned: a sweep's thousands of summaries repeat the
+    same field names and many values (pair, status, data fingerprint), held once instead."""
+    if isinstance(obj, dict):
+        return {sys.intern(k): _interned(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_interned(v) for v in obj]
+    return sys.intern(obj) if isinstance(obj, str) else obj
+
+
 def read_jobs(sweep_dir: Path) -> List[Job]:
     """Every job folder under sweep_dir (a folder whose .hydra/hydra.yaml is a multirun job's)."""
     jobs = []
@@ -158,7 +168,7 @@ def read_jobs(sweep_dir: Path) -> List[Job]:
                 num=num,
                 folder=folder,
                 overrides=overrides,
-                summary=read_json_object(folder / "summary.json"),
+                summary=_interned(read_json_object(folder / "summary.json")),
                 wall_clock_seconds=float(wall) if isinstance(wall, (int, float)) else None,
                 lines=lines,
             )
