@@ -74,9 +74,9 @@ def test_sweep_section_judges_each_sweep_against_its_target():
     grid = {"seconds": 300.0, "cpu_seconds": 590.0, "others": 0.0, "jobs": 10_000, "samples": samples}
     r = {"machine": {"cpu": "Test CPU", "cores": 2}, "started": "2026-11-24 07:00 UTC", "rounds": 1, "rows": rows, "grid": grid}
     text = bench_sweep.section(r)
-    assert "| 64 jobs x 10,000 bars | 3.00 s | 20.00 s | 2.00 s | 1.50x | 0.15x | target <= 2x (aim 1.5x): met of single |" in text
-    assert "| 256 jobs x 1,000,000 bars | 22.50 s | skipped | 2.50 s | 9.00x | - | target <= 8x (aim 5x): **missed** of single |" in text
-    assert "| 8 paper jobs, a day of simulated market each | 6.00 s | 12.00 s | 1.50 s | 4.00x | 0.50x | target <= 0.6x: met of basic |" in text
+    assert "| 64 jobs x 10,000 bars | 3.00 s | 3.0 s | 20.00 s | 2.00 s | 1.50x | 0.15x | target <= 2x (aim 1.5x): met of single |" in text
+    assert "| 256 jobs x 1,000,000 bars | 22.50 s | 22.5 s | skipped | 2.50 s | 9.00x | - | target <= 8x (aim 5x): **missed** of single |" in text
+    assert "| 8 paper jobs, a day of simulated market each | 6.00 s | 6.0 s | 12.00 s | 1.50 s | 4.00x | 0.50x | target <= 0.6x: met of basic |" in text
     assert "--basic-256" in text
     assert "10,000 job folders in 300.0 s (30.0 ms a job" in text
     assert "from job 1,000 to job 9,750: sweep process 300 -> 300 MB, largest worker 200 -> 200 MB" in text
