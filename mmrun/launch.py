@@ -276,20 +276,22 @@ class Session:
             _active = None
 
 
-def run_job_in_place(hydra_context: Any, task_function: Any, cfg: DictConfig, hydra_cfg: DictConfig) -> Tuple[Path, bool, Any]:
+def run_job_in_place(hydra_context: Any, task_function: Any, cfg: DictConfig, hydra_cfg: DictConfig,
+                     output_dir: Optional[str] = None) -> Tuple[Path, bool, Any]:
     """Hydra's run_job for a sweep job, without its copies of the config: (folder, ok, return value or exception).
 
     cfg: the task's config; hydra_cfg: {hydra: ...} for HydraConfig (JobComposer.compose_job
-    made both). The job folder gets what run_job writes (.hydra/config.yaml, hydra.yaml,
-    overrides.yaml), its log file through hydra.job_logging, and the task runs with
-    hydra.job.env_set applied and the callbacks' on_job_start/on_job_end called.
-    hydra.job.chdir is honoured.
+    made both). The job folder (output_dir; None: hydra.sweep.dir/hydra.sweep.subdir) gets what
+    run_job writes (.hydra/config.yaml, hydra.yaml, overrides.yaml), its log file through
+    hydra.job_logging, and the task runs with hydra.job.env_set applied and the callbacks'
+    on_job_start/on_job_end called. hydra.job.chdir is honoured.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.utils import JobReturn, JobRuntime, JobStatus, _flush_loggers, configure_log, env_override
 
     hc = hydra_cfg.hydra
-    output_dir = os.path.join(str(hc.sweep.dir), str(hc.sweep.subdir))
+    if output_dir is None:
+        output_dir = os.path.join(str(hc.sweep.dir), str(hc.sweep.subdir))
     with read_write(hc.runtime), open_dict(hc.runtime):
         hc.runtime.output_dir = os.path.abspath(output_dir)
     saved = HydraConfig.instance().cfg
@@ -424,9 +426,11 @@ def full_folder(config: DictConfig, num: int) -> Path:
 
 
 def _run_full_job(hydra_context: Any, task_function: Any, cfg: DictConfig, num: int) -> Tuple[int, Any, str, Optional[str]]:
-    """Run a composed job config as a single run (every file) into <sweep dir>/top/<num>."""
-    from hydra.core.utils import run_job
+    """Run a composed job config (a new object, consumed) as a single run (every file) into
+    <sweep dir>/top/<num>, the way Hydra's run_job runs a single run, without its copies of the config."""
+    from hydra.core.utils import JobStatus
     from hydra.types import RunMode
+    from omegaconf import flag_override
 
     folder = full_folder(cfg, num)
     with open_dict(cfg):
@@ -434,14 +438,16 @@ def _run_full_job(hydra_context: Any, task_function: Any, cfg: DictConfig, num: 
         cfg.hydra.job.num = num
         cfg.hydra.mode = RunMode.RUN
         cfg.hydra.run.dir = str(folder)
-    ret = run_job(
-        hydra_context=hydra_context, task_function=task_function, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None
-    )
+        hydra_node = cfg._get_node("hydra")
+        del cfg["hydra"]
+    hydra_cfg = OmegaConf.create({})
+    with flag_override(hydra_cfg, "no_deepcopy_set_nodes", True):
+        hydra_cfg["hydra"] = hydra_node  # moved, not copied
+    _, ok, value = run_job_in_place(hydra_context, task_function, cfg, hydra_cfg, output_dir=str(folder))
     status, error = job_outcome(folder)
-    value = ret._return_value
-    if ret.status.name == "FAILED":
+    if not ok:
         status, error, value = "failed", f"{type(value).__name__}: {value}", str(value)
-    return ret.status.value, value, status, error
+    return (JobStatus.COMPLETED if ok else JobStatus.FAILED).value, value, status, error
 
 
 def rerun_full_in_process(config: DictConfig, jobs: Sequence[Tuple[int, List[str]]]) -> Dict[int, Path]:
