@@ -158,6 +158,7 @@ def best_cli(*args: str, repeat: int = 3) -> tuple:
 
 
 def main() -> None:
+    load_before = os.getloadavg()[0]
     lines = []
     files = candle_files()
     lines.append("### 1,000,000 one-minute candles: read and checked (`history.load_market`, best of 3)\n")
@@ -170,7 +171,8 @@ def main() -> None:
         print(lines[-1], flush=True)
 
     lines.append("")
-    lines.append("Seconds above CPU seconds: the read waited for a core that other work held.")
+    lines.append("CPU seconds above seconds: Polars read on both cores; seconds above CPU seconds: the read waited "
+                 "(for a core other work held, or for the disk).")
     small = DATA / "candles_10k.parquet"
     if not small.exists():
         candles(10_000).write_parquet(small)
@@ -197,8 +199,10 @@ def main() -> None:
     lines.append("")
     lines.append(f"Of which reading and aggregating the Parquet trades into 86,400 cycle rows (in process): {agg:.2f} s.")
     machine = f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, Polars {pl.__version__}"
-    text = ("## Data files\n\n`python bench/bench_data.py --write` on " + machine + " (shared with two other workers' builds and tests while it ran, so timings vary up to 2x between runs; "
-            f"figures from {datetime.now(timezone.utc):%Y-%m-%d}).\n\n" + "\n".join(lines) + "\n")
+    text = ("## Data files\n\n`python bench/bench_data.py --write` on " + machine + f" (load average, 1 min: "
+            f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after; on a machine shared with other work the "
+            f"timings vary up to 2x between runs; figures from {datetime.now(timezone.utc):%Y-%m-%d}).\n\n"
+            + "\n".join(lines) + "\n")
     print(text)
     if "--write" in sys.argv:
         write_section("bench/bench_data.py", text)
