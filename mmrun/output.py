@@ -377,6 +377,18 @@ def run_failure(summary: Dict[str, Any], out_dir: Path) -> Optional[RunFailed]:
                      f"results so far in {out_dir}")
 
 
+def _failed_exchange_label(cfg: Any) -> str:
+    """summary.json's exchange for a run that failed before its market was read: 'file' for a
+    data-file backtest on the default exchange (as a finished one says), else exchange.id."""
+    ex = str(cfg.exchange.get("id"))
+    try:
+        from mmrun.config import data_file_backtest
+
+        return "file" if ex == "sim" and data_file_backtest(cfg) else ex
+    except Exception:  # noqa: BLE001 - a config too broken to tell: its exchange as given
+        return ex
+
+
 def run_failed_job(cfg: Any, out_dir: Path, exc: BaseException, wall_start: Optional[float] = None) -> None:
     """A sweep job that failed: its summary says so, with the error, so the sweep report lists it.
 
@@ -395,7 +407,7 @@ def run_failed_job(cfg: Any, out_dir: Path, exc: BaseException, wall_start: Opti
         write_json(
             {
                 "pair": str(cfg.get("pair")),
-                "exchange": str(cfg.exchange.get("id")),
+                "exchange": _failed_exchange_label(cfg),
                 "mode": str(cfg.get("mode")),
                 "status": "failed",
                 "error": one_line(exc),

@@ -114,3 +114,13 @@ def test_a_simulated_market_that_cannot_be_generated_is_a_config_error(tmp_path)
     assert r.returncode == 2 and "exchange.sim.prices.BTC=0.0 is out of range" in r.stderr
     r = run_mmrun("mode=backtest", "exchange.sim.start=9999-12-31T23:59:00Z", run_dir=tmp_path / "b")
     assert r.returncode == 2 and "exchange.sim.start=9999-12-31T23:59:00Z is out of range" in r.stderr
+
+
+def test_a_backtest_on_a_missing_file_fails_in_one_line_and_says_so_in_its_folder(tmp_path):
+    out = tmp_path / "run"
+    r = run_mmrun("mode=backtest", f"data.path={tmp_path / 'nope.csv'}", f"hydra.run.dir={out}")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [f"mmrun: error: data.path={tmp_path / 'nope.csv'}: no such file"]
+    summary = json.loads((out / "summary.json").read_text())
+    # a data-file backtest is labelled `file`, finished or not
+    assert (summary["status"], summary["exchange"], summary["mode"]) == ("failed", "file", "backtest")
