@@ -128,3 +128,28 @@ def test_an_optuna_sweep_is_told_by_its_files(tmp_path):
     (tmp_path / "0" / ".hydra" / "hydra.yaml").write_text(
         "sweeper:\n  _target_: hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper\n")
     assert is_optuna_sweep(tmp_path)
+
+
+def test_report_png_is_the_same_on_the_kept_figure_as_on_a_new_one(tmp_path):
+    """write_report reuses one figure per process: every picture must equal a new figure's, byte for byte."""
+    from mmrun import report
+    from mmrun.strategies import resolve
+
+    _, three = resolve({"name": "symmetric", "levels": 3, "level_spread_step": 0.001})
+    small, big = run_frames(500, 40), run_frames(5000, 900)
+    summary = {"pair": "BTC/USDT", "initial_value": 10_000.0, "status": "completed"}
+    cases = [(*small, summary, None), (*big, {**summary, "initial_base": 0.05}, three),
+             (small[0].head(0), small[1].head(0), summary, None), (*small, summary, three)]
+
+    def picture(i, case):
+        folder = tmp_path / str(i)
+        folder.mkdir(exist_ok=True)
+        return report.write_report(folder, case[0], case[1], case[2], case[3], 0.002).read_bytes()
+
+    new = []
+    for i, case in enumerate(cases):
+        report._KEPT.clear()
+        new.append(picture(i, case))
+    assert all(p.startswith(PNG) for p in new) and len(set(new)) == len(new)
+    kept = [picture(i, case) for i, case in enumerate(cases + cases[::-1])]
+    assert kept == new + new[::-1]
