@@ -47,6 +47,7 @@ class JobComposer:
         self._checked: set = set()
         self._parts: Dict[Tuple[str, ...], Tuple[bytes, DictConfig]] = {}
         self._parsed: Dict[str, Override] = {}
+        self._scratch: Dict[Tuple[str, ...], DictConfig] = {}  # check(): one copy per template for plain values
 
     # ------------------------------------------------------------ overrides
 
@@ -169,7 +170,15 @@ class JobComposer:
             fresh = [o for o in values if (groups, o.input_line) not in self._checked]
             if not fresh:
                 continue
-            cfg = copy.deepcopy(self.templates[groups])
+            if any(o.is_delete() or o.is_add() or o.is_force_add() or isinstance(o.value(), (dict, list)) for o in fresh):
+                cfg = copy.deepcopy(self.templates[groups])  # adding, deleting or replacing nodes: its own copy
+            else:
+                # plain `key=value` overrides of single values: whether one applies depends on its
+                # key and type only, not on other values, so one scratch copy per template serves
+                # every job
+                cfg = self._scratch.get(groups)
+                if cfg is None:
+                    cfg = self._scratch[groups] = copy.deepcopy(self.templates[groups])
             for o in fresh:
                 ConfigLoaderImpl._apply_overrides_to_config([o], cfg)
                 self._checked.add((groups, o.input_line))
