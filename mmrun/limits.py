@@ -132,13 +132,11 @@ def check_sim(cfg: Any) -> None:
                               f"{MAX_PRICE:g} (quote currency)")
     start = _get(cfg, "exchange.sim.start")
     if start is not None:
-        try:
-            dt = datetime.fromisoformat(str(start).replace("Z", "+00:00"))
-        except ValueError:
-            raise ConfigError(f"exchange.sim.start={start!r} is not an ISO-8601 instant, e.g. 2026-01-01T00:00:00Z") from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
-        if not FIRST_YEAR <= dt.astimezone(timezone.utc).year < LAST_YEAR:
+        from mmrun.market.sim import parse_instant_ms
+
+        ms = parse_instant_ms(start, "exchange.sim.start")
+        first, last = (int(datetime(y, 1, 1, tzinfo=timezone.utc).timestamp() * 1000) for y in (FIRST_YEAR, LAST_YEAR))
+        if not first <= ms < last:
             raise ConfigError(f"exchange.sim.start={start} is out of range: allowed an instant from "
                               f"{FIRST_YEAR}-01-01 to before {LAST_YEAR}-01-01 (UTC)")
     quote_s = _number("intervals.quote_s", _get(cfg, "intervals.quote_s"))

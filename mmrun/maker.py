@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
@@ -25,6 +25,26 @@ from mmrun.recorder import PairOutcome, PairRecorder
 log = logging.getLogger("mmrun")
 
 SIDE_NAME = {1.0: "buy", -1.0: "sell"}
+
+
+
+async def run_unless_stopped(work: Any, stop: asyncio.Event) -> Tuple[bool, Any]:
+    """Run the coroutine `work`: (True, its result) when it ends first; (False, None) when `stop`
+    is set first, `work` then being cancelled. Its exception, if it raised, is raised here."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        return True, task.result()
+    task.cancel()
+    try:
+        await task
+    except BaseException:  # the cancelled work's own ending does not matter any more
+        pass
+    return False, None
 
 
 class MarketMaker:
@@ -216,20 +236,8 @@ class MarketMaker:
         """The feed's row; a live feed's fetch (retries, timeouts) is abandoned on a stop request."""
         if not self.feed.live:
             return await self.feed.fetch(now)
-        fetch = asyncio.ensure_future(self.feed.fetch(now))
-        stopped = asyncio.ensure_future(self.stop.wait())
-        try:
-            await asyncio.wait({fetch, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopped.cancel()
-        if fetch.done():
-            return fetch.result()
-        fetch.cancel()
-        try:
-            await fetch
-        except BaseException:  # the cancelled fetch's own ending does not matter any more
-            pass
-        return _STOPPED
+        done, row = await run_unless_stopped(self.feed.fetch(now), self.stop)
+        return row if done else _STOPPED
 
     def outcome(self, status: str) -> PairOutcome:
         """The run's frames, from the recorder, with the quotes the kernel dropped and the feed's

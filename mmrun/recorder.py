@@ -355,7 +355,7 @@ def bulk_outcome(pair: str, ts: np.ndarray, mid: np.ndarray, quoted: np.ndarray,
     # column-major copies, once: a column of the row-major kernel arrays is strided, and Polars
     # would copy it again for every frame it goes into
     quoted_cols = np.ascontiguousarray(np.asarray(quoted, dtype=np.float64).T)
-    fills = np.ascontiguousarray(np.asarray(fills, dtype=np.float64).T)
+    fill_cols = np.ascontiguousarray(np.asarray(fills, dtype=np.float64).T)
     equity = frame(
         {
             "ts_ms": ts,
@@ -369,18 +369,18 @@ def bulk_outcome(pair: str, ts: np.ndarray, mid: np.ndarray, quoted: np.ndarray,
         EQUITY_SCHEMA,
     )
     f_ts = ts[fill_rows]
-    fills_df = fills_frame(f_ts, fills[engine.F_SIDE], fills[engine.F_PRICE], fills[engine.F_AMOUNT],
-                           fills[engine.F_FEE], fills[engine.F_BASE], fills[engine.F_QUOTE])
+    fills_df = fills_frame(f_ts, fill_cols[engine.F_SIDE], fill_cols[engine.F_PRICE], fill_cols[engine.F_AMOUNT],
+                           fill_cols[engine.F_FEE], fill_cols[engine.F_BASE], fill_cols[engine.F_QUOTE])
     events = events_frame(
         f_ts,
         "FILL",
         pair,
         fills_df["side"],
-        price=fills[engine.F_PRICE],
-        amount=fills[engine.F_AMOUNT],
-        base=fills[engine.F_BASE],
-        quote=fills[engine.F_QUOTE],
-        fee=fills[engine.F_FEE],
+        price=fill_cols[engine.F_PRICE],
+        amount=fill_cols[engine.F_AMOUNT],
+        base=fill_cols[engine.F_BASE],
+        quote=fill_cols[engine.F_QUOTE],
+        fee=fill_cols[engine.F_FEE],
         mid=mid[fill_rows],
     )
     return PairOutcome(pair=pair, status="completed", equity=equity, fills=fills_df, market=None,

@@ -18,7 +18,7 @@ import numpy as np
 from mmrun import engine, validation
 from mmrun.config import PairSpec, validate
 from mmrun.inputs import start_balances
-from mmrun.maker import MarketMaker
+from mmrun.maker import MarketMaker, run_unless_stopped
 from mmrun.market.source import PaperMarket, backtest_market, paper_market
 from mmrun.output import import_plotting, pair_dirs, print_summary, write_market_info, write_outputs, write_run_info
 from mmrun.record import EventStream
@@ -78,7 +78,7 @@ async def _run_paper(cfg: Any, specs: List[PairSpec], dirs: Dict[str, Path]) -> 
     try:
         # a real exchange's markets are loaded first: an unknown pair or an unreachable exchange
         # ends the run before anything is written; a stop request ends the loading at once
-        if not await _unless_stopped(_open_markets(cfg, specs, stop, markets), stop):
+        if not (await run_unless_stopped(_open_markets(cfg, specs, stop, markets), stop))[0]:
             log.warning("stopped while the markets were loading: no cycle was run")
             return [_not_started(spec.pair, dirs[spec.pair]) for spec in specs]
         for spec in specs:
@@ -124,26 +124,6 @@ async def _open_markets(cfg: Any, specs: List[PairSpec], stop: asyncio.Event, ma
     clients: Dict = {}
     for spec in specs:
         markets[spec.pair] = await paper_market(cfg, spec.pair, stop, clients)
-
-
-async def _unless_stopped(work, stop: asyncio.Event) -> bool:
-    """Run `work` (a coroutine) to its end and return True, or cancel it when `stop` is set
-    first and return False. Its exception, if it raised, is raised here."""
-    task = asyncio.ensure_future(work)
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-    if task.done():
-        task.result()
-        return True
-    task.cancel()
-    try:
-        await task
-    except BaseException:  # the cancelled loading's own ending does not matter any more
-        pass
-    return False
 
 
 def _not_started(pair: str, folder: Path) -> PairOutcome:

@@ -387,8 +387,15 @@ def check_age(ts_ms: Any, now_ms: int, max_age_s: float, what: str) -> None:
 
 def check_trades(trades: Any, what: str) -> List[Tuple[int, str, float, float]]:
     """ccxt trades -> [(ts_ms, id, price, amount)] sorted by time; any malformed trade -> BadMarketData."""
+    return [t[:4] for t in _trade_rows(trades, what, "not a list of trades")]
+
+
+def _trade_rows(trades: Any, what: str, not_a_list: str) -> List[Tuple[int, str, float, float, int]]:
+    """ccxt trades -> [(ts_ms, id, price, amount, side)] sorted by time (stable); side +1 buy, -1
+    sell (the taker's side), 0 unknown. Not a list, or a trade without a time or a positive price
+    and amount -> BadMarketData naming `what` (and `not_a_list` for the first case)."""
     if not isinstance(trades, list):
-        raise BadMarketData(f"{what}: malformed response (not a list of trades)")
+        raise BadMarketData(f"{what}: malformed response ({not_a_list})")
     out = []
     for t in trades:
         ts = t.get("timestamp") if isinstance(t, dict) else None
@@ -396,7 +403,7 @@ def check_trades(trades: Any, what: str) -> List[Tuple[int, str, float, float]]:
         amount = _positive(t.get("amount")) if isinstance(t, dict) else None
         if ts is None or price is None or amount is None:
             raise BadMarketData(f"{what}: malformed trade {t!r:.120}")
-        out.append((int(ts), str(t.get("id")), price, amount))
+        out.append((int(ts), str(t.get("id")), price, amount, {"buy": 1, "sell": -1}.get(t.get("side"), 0)))
     out.sort(key=lambda x: x[0])
     return out
 
@@ -743,19 +750,7 @@ def _check_candles(result: Any) -> List[List[float]]:
 def _check_trade_page(result: Any) -> List[Tuple[int, str, float, float, int]]:
     """A page of ccxt trades -> [(ts_ms, id, price, amount, side)] in time order; side +1 buy, -1 sell
     (the taker's side), 0 unknown. A malformed trade -> BadMarketData (retried)."""
-    if not isinstance(result, list):
-        raise BadMarketData("trades: malformed response (not a list)")
-    out = []
-    for t in result:
-        ts = t.get("timestamp") if isinstance(t, dict) else None
-        price = _positive(t.get("price")) if isinstance(t, dict) else None
-        amount = _positive(t.get("amount")) if isinstance(t, dict) else None
-        if ts is None or price is None or amount is None:
-            raise BadMarketData(f"trades: malformed trade {t!r:.120}")
-        side = {"buy": 1, "sell": -1}.get(t.get("side"), 0)
-        out.append((int(ts), str(t.get("id")), price, amount, side))
-    out.sort(key=lambda x: x[0])
-    return out
+    return _trade_rows(result, "trades", "not a list")
 
 
 async def fetch_trades_range(client: ExchangeClient, pair: str, since_ms: int, until_ms: int, page_limit: int = 1000,

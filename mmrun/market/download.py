@@ -62,6 +62,16 @@ def _write_atomic(df: pl.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _cached_part(cached: pl.DataFrame, since_ms: int, until_ms: int, out: Path, empty: str) -> Path:
+    """The cache's rows with since_ms <= timestamp < until_ms written to out (the file a run reads);
+    DataError(empty) when there are none."""
+    part = cached.filter((pl.col("timestamp") >= since_ms) & (pl.col("timestamp") < until_ms))
+    if part.height == 0:
+        raise DataError(empty)
+    _write_atomic(part, out)
+    return out
+
+
 def missing_ranges(cached_ts: List[int], since_ms: int, until_ms: int, tf_ms: int) -> List[Tuple[int, int]]:
     """[start, end) ranges of [since_ms, until_ms) the cache does not cover: before its first
     candle, and after its last one (the cache is contiguous: it only ever grows at its ends)."""
@@ -125,12 +135,8 @@ def download(cfg: Any, pair: str, *, sleep=None, now_ms: Optional[Callable[[], i
                      len(fresh), cached.height, path)
     else:
         log.info("%s %s %s: all candles from the cache %s", ex.id, pair, data.timeframe, path)
-    part = cached.filter((pl.col("timestamp") >= since_aligned) & (pl.col("timestamp") < until))
-    if part.height == 0:
-        raise DataError(f"{ex.id} {pair}: no {data.timeframe} candles between {data.since} and {data.until or 'now'}")
-    out = path.with_name(f"{path.stem}_{since_aligned}_{until}.parquet")
-    _write_atomic(part, out)
-    return out
+    return _cached_part(cached, since_aligned, until, path.with_name(f"{path.stem}_{since_aligned}_{until}.parquet"),
+                        f"{ex.id} {pair}: no {data.timeframe} candles between {data.since} and {data.until or 'now'}")
 
 
 async def _fetch(ex_cfg: Any, pair: str, timeframe: str, gaps: List[Tuple[int, int]], sleep,
@@ -234,12 +240,8 @@ def download_trades(cfg: Any, pair: str, *, sleep=None, now_ms: Optional[Callabl
             log.info("%s %s: %d trades downloaded, %d cached in %s", ex.id, pair, len(fresh), cached.height, path)
     else:
         log.info("%s %s: all trades from the cache %s", ex.id, pair, path)
-    part = cached.filter((pl.col("timestamp") >= since) & (pl.col("timestamp") < until))
-    if part.height == 0:
-        raise DataError(f"{ex.id} {pair}: no trades between {data.since} and {data.until or 'now'}")
-    out = path.with_name(f"trades_{since}_{until}.parquet")
-    _write_atomic(part, out)
-    return out
+    return _cached_part(cached, since, until, path.with_name(f"trades_{since}_{until}.parquet"),
+                        f"{ex.id} {pair}: no trades between {data.since} and {data.until or 'now'}")
 
 
 async def _fetch_trades(ex_cfg: Any, pair: str, ranges: List[Tuple[int, int]], sleep) -> List[tuple]:

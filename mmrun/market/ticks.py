@@ -291,16 +291,10 @@ def _aggregate_trades(table: Table, cycle_us: int, latency_us: int, since_us, un
         amount = df["amount"].to_numpy().astype(np.float64, copy=False)
         blank = _blank_rows(table, offset, raw, price, amount)
         keep = ~blank
-        rawn = raw.fill_null(0).to_numpy()
         if not keep.any():
             continue
-        ts = _to_us(rawn, kind, state, table, offset, "timestamp") if keep.all() else _masked_us(rawn, keep, kind, state, table, offset)
-        for name, x in (("price", price), ("amount", amount)):
-            bad = keep & ~((x > 0) & np.isfinite(x))
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                what = "empty" if np.isnan(x[i]) else f"{x[i]:.10g}, not a positive number"
-                raise table.fail(f"{table.row(offset + i)}: {name} is {what}")
+        ts = _kept_times_us(raw, keep, kind, state, table, offset)
+        _require_positive(table, offset, keep, (("price", price), ("amount", amount)), "number")
         order.check(ts, offset, keep)
         if since_us is not None:
             keep &= ts >= since_us
@@ -331,6 +325,23 @@ def _aggregate_trades(table: Table, cycle_us: int, latency_us: int, since_us, un
         b.add(_trade_part(*pending, cycle_us, latency_us))
     b.count = n
     return b, n
+
+
+def _kept_times_us(raw: Any, keep: np.ndarray, kind: str, state: dict, table: Table, offset: int) -> np.ndarray:
+    """A batch's timestamps in µs (raw: its timestamp column; keep: the rows that are not blank)."""
+    rawn = raw.fill_null(0).to_numpy()
+    return _to_us(rawn, kind, state, table, offset, "timestamp") if keep.all() else _masked_us(rawn, keep, kind, state, table, offset)
+
+
+def _require_positive(table: Table, offset: int, keep: np.ndarray, columns: Any, noun: str) -> None:
+    """Fail naming the first kept row whose value in one of columns [(name, array)] is missing or
+    not a positive finite number ('... not a positive <noun>'). Raises the table's DataError."""
+    for name, x in columns:
+        bad = keep & ~((x > 0) & np.isfinite(x))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            what = "empty" if np.isnan(x[i]) else f"{x[i]:.10g}, not a positive {noun}"
+            raise table.fail(f"{table.row(offset + i)}: {name} is {what}")
 
 
 def _masked_us(rawn, keep, kind, state, table, offset) -> np.ndarray:
@@ -377,14 +388,8 @@ def _aggregate_quotes(table: Table, cycle_us: int, since_us, until_us) -> Tuple[
         keep = ~blank
         if not keep.any():
             continue
-        rawn = raw.fill_null(0).to_numpy()
-        ts = _to_us(rawn, kind, state, table, offset, "timestamp") if keep.all() else _masked_us(rawn, keep, kind, state, table, offset)
-        for name, x in (("bid", bid), ("ask", ask)):
-            bad = keep & ~((x > 0) & np.isfinite(x))
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                what = "empty" if np.isnan(x[i]) else f"{x[i]:.10g}, not a positive price"
-                raise table.fail(f"{table.row(offset + i)}: {name} is {what}")
+        ts = _kept_times_us(raw, keep, kind, state, table, offset)
+        _require_positive(table, offset, keep, (("bid", bid), ("ask", ask)), "price")
         crossed = keep & (bid > ask)
         if crossed.any():
             i = int(np.flatnonzero(crossed)[0])
