@@ -248,9 +248,12 @@ class Session:
             self.bar.update(1)
             return
         shown = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in self.swept] or list(overrides)
+        if status == "failed" and error:
+            # a key the error already starts with ("data.path=x.csv: no such file") is not said twice
+            shown = [o for o in shown if not error.startswith(f"{o.split('=', 1)[0].lstrip('+~')}=")]
         line = f"[{self.done}/{self.total}] job {idx} {status}: {' '.join(shown)}"
         if status == "failed" and error:
-            line += f": {error}"
+            line = (line if shown else line[:-2]) + f": {error}"
         print(line, flush=True)
 
     def rerun_full(self, jobs: Sequence[Tuple[int, List[str]]]) -> Dict[int, Path]:

@@ -314,6 +314,20 @@ def sweep_title(table: pl.DataFrame, objective: str, direction: str) -> str:
     return "  ·  ".join(parts)
 
 
+def fitted_title(title: str, width_in: float, fontsize: float = 10.0) -> str:
+    """A sweep_title broken between its '  ·  ' parts into lines that fit over the axes of a figure
+    width_in inches wide (the axes take about three quarters of it; a character is about 0.6 of
+    the font size wide)."""
+    per_line = max(20, int(width_in * 0.75 * 72 / (0.6 * fontsize)))
+    lines: list = []
+    for part in title.split("  ·  "):
+        if lines and len(lines[-1]) + 5 + len(part) <= per_line:
+            lines[-1] += "  ·  " + part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
+
+
 def heatmap_picture(table: pl.DataFrame, swept: Sequence[str], objective: str, direction: str, path: Path,
                     max_grid_axis: int = 40) -> bool:
     """heatmap.png: the objective over exactly two numeric swept parameters; False if not drawable.
@@ -370,7 +384,7 @@ def heatmap_picture(table: pl.DataFrame, swept: Sequence[str], objective: str, d
     bar.update_ticks()
     ax.set_xlabel(xk)
     ax.set_ylabel(yk)
-    ax.set_title(sweep_title(table, objective, direction), fontsize=10)
+    ax.set_title(fitted_title(sweep_title(table, objective, direction), fig.get_figwidth()), fontsize=10)
     fig.tight_layout()
     _save(fig, path)
     return True
@@ -437,7 +451,7 @@ def trials_picture(table: pl.DataFrame, objective: str, direction: str, path: Pa
     ax.set_ylabel(objective)
     ax.grid(alpha=0.25)
     ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, frameon=False, fontsize=8)
-    ax.set_title(sweep_title(table, objective, direction), fontsize=10, pad=22)
+    ax.set_title(fitted_title(sweep_title(table, objective, direction), fig.get_figwidth()), fontsize=10, pad=22)
     fig.tight_layout()
     _save(fig, path)
     return True

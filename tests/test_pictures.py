@@ -153,3 +153,12 @@ def test_report_png_is_the_same_on_the_kept_figure_as_on_a_new_one(tmp_path):
     assert all(p.startswith(PNG) for p in new) and len(set(new)) == len(new)
     kept = [picture(i, case) for i, case in enumerate(cases + cases[::-1])]
     assert kept == new + new[::-1]
+
+
+def test_a_long_sweep_title_is_broken_between_its_parts_to_fit_the_picture():
+    from mmrun.report import fitted_title
+
+    title = "total_return_pct (maximize)  ·  BTC/USDT  ·  symmetric  ·  BTCUSDT-1m-2026-01.csv (backtest)"
+    narrow = fitted_title(title, 6.8)
+    assert narrow.split("\n") == ["total_return_pct (maximize)  ·  BTC/USDT  ·  symmetric", "BTCUSDT-1m-2026-01.csv (backtest)"]
+    assert fitted_title(title, 14.0) == title  # a wide picture keeps one line
