@@ -4,6 +4,8 @@ import json
 import struct
 
 import numpy as np
+import polars as pl
+import pytest
 
 from clirun import run_mmrun
 from mmrun.recorder import fills_frame
@@ -85,3 +87,59 @@ def test_every_run_folder_gets_a_report(tmp_path):
         summary = json.loads((out / pair / "summary.json").read_text())
         assert summary["strategy"] == "avellaneda_stoikov"
         assert "markout_10_bps" in summary and "sortino" in summary
+
+
+def test_report_png_is_rgb_and_the_same_for_the_same_run(tmp_path):
+    """An opaque picture: no alpha channel (PNG colour type 2); same inputs, same bytes."""
+    equity, fills = synthetic(800, 60)
+    first = write_report(tmp_path, equity, fills, SUMMARY).read_bytes()
+    assert first[25] == 2  # IHDR colour type: truecolour, no alpha
+    assert write_report(tmp_path, equity, fills, SUMMARY).read_bytes() == first
+
+
+def labelled_figure(price_scale):
+    equity, fills = synthetic(1500, 80)
+    equity = equity.with_columns([pl.col(c) * price_scale for c in ("mid", "bid_quoted", "ask_quoted")])
+    fig = draw(equity, fills, "t", 1000.0, pair="ABC/USDT")
+    fig.canvas.draw()
+    return fig
+
+
+def drawn_tick_labels(axis, view):
+    """Extents of the tick labels drawn: those of ticks in view (an axis keeps others, not drawn)."""
+    lo, hi = sorted(view)
+    return [t.label1.get_window_extent() for t in axis.get_major_ticks()
+            if lo <= t.get_loc() <= hi and t.label1.get_visible() and t.label1.get_text()]
+
+
+@pytest.mark.parametrize("price_scale", [1.0, 2_000.0, 1e-5])
+def test_axis_labels_sit_beside_their_tick_labels(price_scale):
+    """Each y label just left of its widest tick label (6-digit prices, 0.00001234 ones too), the
+    time label just below the time tick labels: labelpad apart, as matplotlib places them."""
+    fig = labelled_figure(price_scale)
+    px = fig.dpi / 72.0
+    for ax in fig.axes:
+        ticks = drawn_tick_labels(ax.yaxis, ax.get_ylim())
+        label = ax.yaxis.label.get_window_extent()
+        assert ticks and abs(min(b.x0 for b in ticks) - label.x1 - ax.yaxis.labelpad * px) < 0.01
+        assert label.x0 > 0  # inside the picture
+    bottom = fig.axes[-1]
+    ticks = drawn_tick_labels(bottom.xaxis, bottom.get_xlim())
+    label = bottom.xaxis.label.get_window_extent()
+    assert abs(min(b.y0 for b in ticks) - label.y1 - bottom.xaxis.labelpad * px) < 0.01
+
+
+def legend_labels(fig):
+    return [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
+def test_buys_and_sells_share_one_legend_entry():
+    equity, fills = synthetic(1500, 80)
+    assert legend_labels(draw(equity, fills, "t", 1000.0))[-1] == "buys / sells (40 / 40; size: amount)"
+    only_buys = fills.filter(pl.col("side") == "buy")
+    assert legend_labels(draw(equity, only_buys, "t", 1000.0))[-1] == "buys (40; size: amount)"
+    # one side aggregated into VWAP bins, the other drawn one by one: each its own entry
+    many, few = synthetic(20_000, 2 * MAX_FILLS + 200)[1], fills.filter(pl.col("side") == "sell")
+    mixed = pl.concat([many.filter(pl.col("side") == "buy"), few]).sort("ts_ms")
+    labels = legend_labels(draw(synthetic(20_000, 10)[0], mixed, "t", 1000.0))
+    assert labels[-2].startswith("buys (500, VWAP per ") and labels[-1] == "sells (40; size: amount)"
