@@ -9,10 +9,11 @@ a long run is not a solid band of markers.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 import polars as pl
@@ -163,11 +164,27 @@ def _new_report_figure() -> tuple:
     return fig, tuple(axes)
 
 
+_PICTURE_LOCK = threading.RLock()
+
+
+def _picture(make: Callable) -> Callable:
+    """A function drawing a picture, run with PICTURE_RC and one picture at a time in a process
+    (matplotlib's settings are global, its figures not safe to share between threads)."""
+
+    @functools.wraps(make)
+    def drawn(*args: Any, **kwargs: Any) -> Any:
+        import matplotlib
+
+        with _PICTURE_LOCK, matplotlib.rc_context(PICTURE_RC):
+            return make(*args, **kwargs)
+
+    return drawn
+
+
 # One report figure kept per process for write_report: making the axes and their ticks anew
 # is about half of a picture's time, and a process writes its pictures one at a time (a sweep
 # worker's full re-runs, a run's pairs). Emptied of the last picture's artists before reuse.
 _KEPT: Dict[str, Any] = {}
-_KEPT_LOCK = threading.Lock()
 
 
 def _emptied(fig: Any, axes: tuple) -> None:
@@ -293,26 +310,22 @@ def _place_axis_labels(fig: Any, axes: tuple) -> None:
     bottom.xaxis.set_label_coords(0.5, -(below + bottom.xaxis.labelpad * px) / bottom.bbox.height)
 
 
+@_picture
 def write_report(folder: Path, equity: pl.DataFrame, fills: pl.DataFrame, summary: Dict[str, Any],
                  strategy: Any = None, spread: Optional[float] = None) -> Path:
     """Write folder/report.png (to a temporary name, then renamed); returns its path."""
-    import matplotlib
-
     path = Path(folder) / "report.png"
-    with _KEPT_LOCK, matplotlib.rc_context(PICTURE_RC):
-        panels = _KEPT.get("report") if equity.height else None  # no data: a new figure (its own limits)
-        if panels is not None:
-            _emptied(*panels)
-        fig = draw(equity, fills, title_text(summary, strategy, spread), float(summary.get("initial_value") or 0.0),
-                   pair=summary.get("pair"), strategy=strategy, initial_base=float(summary.get("initial_base") or 0.0),
-                   _panels=panels)
-        if panels is None and equity.height:
-            _KEPT["report"] = (fig, tuple(fig.axes))
-        # the kept figure keeps its canvas, hence its renderer: matplotlib caches the size of every
-        # text per renderer, so labels a picture shares with the last one are not measured again
-        canvas = fig.canvas  # an Agg canvas (_new_report_figure)
-        canvas.draw()
-        replace_atomically(path, lambda tmp: write_png(canvas, tmp))
+    panels = _KEPT.get("report") if equity.height else None  # no data: a new figure (its own limits)
+    if panels is not None:
+        _emptied(*panels)
+    fig = draw(equity, fills, title_text(summary, strategy, spread), float(summary.get("initial_value") or 0.0),
+               pair=summary.get("pair"), strategy=strategy, initial_base=float(summary.get("initial_base") or 0.0),
+               _panels=panels)
+    if panels is None and equity.height:
+        _KEPT["report"] = (fig, tuple(fig.axes))
+    # the kept figure keeps its canvas, hence its renderer: matplotlib caches the size of every
+    # text per renderer, so labels a picture shares with the last one are not measured again
+    _save(fig, path)
     return path
 
 
@@ -400,6 +413,7 @@ def fitted_title(title: str, width_in: float, fontsize: float = 10.0) -> str:
     return "\n".join(lines)
 
 
+@_picture
 def heatmap_picture(table: pl.DataFrame, swept: Sequence[str], objective: str, direction: str, path: Path,
                     max_grid_axis: int = 40) -> bool:
     """heatmap.png: the objective over exactly two numeric swept parameters; False if not drawable.
@@ -415,6 +429,7 @@ def heatmap_picture(table: pl.DataFrame, swept: Sequence[str], objective: str, d
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import TwoSlopeNorm
     from matplotlib.figure import Figure
+    from matplotlib.transforms import TransformedPatchPath
 
     xk, yk = swept
     x, y = table[xk].to_numpy().astype(float), table[yk].to_numpy().astype(float)
@@ -423,10 +438,13 @@ def heatmap_picture(table: pl.DataFrame, swept: Sequence[str], objective: str, d
     xs, ys = np.unique(x), np.unique(y)
     fmt = number_format(z)
     cmap, norm = colour_scale(z, direction)
-    fig = Figure(figsize=(max(6.0, 0.95 * len(xs) + 3.0), max(4.5, 0.6 * len(ys) + 2.4)), dpi=100)
+    cells = len(xs) <= max_grid_axis and len(ys) <= max_grid_axis
+    # cells get room for their numbers; a scatter a picture of the usual size
+    size = (max(6.0, 0.95 * len(xs) + 3.0), max(4.5, 0.6 * len(ys) + 2.4)) if cells else (9.0, 5.5)
+    fig = Figure(figsize=size, dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    if len(xs) <= max_grid_axis and len(ys) <= max_grid_axis:
+    if cells:
         grid = np.full((len(ys), len(xs)), np.nan)
         better = np.fmax if direction == "maximize" else np.fmin
         for xi, yi, zi in zip(np.searchsorted(xs, x), np.searchsorted(ys, y), z):
@@ -435,6 +453,9 @@ def heatmap_picture(table: pl.DataFrame, swept: Sequence[str], objective: str, d
         ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
         ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys])
         if grid.size <= 144:
+            # one clip path (the panel) for every cell's number: each text making its own costs
+            # more than drawing it
+            clip = TransformedPatchPath(ax.patch)
             for (yi, xi), v in np.ndenumerate(grid):
                 ran = bool(((x == xs[xi]) & (y == ys[yi])).any())
                 if np.isnan(v):
@@ -442,7 +463,7 @@ def heatmap_picture(table: pl.DataFrame, swept: Sequence[str], objective: str, d
                 else:
                     r, g, b, _ = cmap(norm(v))
                     text, colour = fmt.format(v), ("white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black")
-                ax.text(xi, yi, text, ha="center", va="center", fontsize=9, color=colour)
+                ax.text(xi, yi, text, ha="center", va="center", fontsize=9, color=colour, clip_path=clip)
     else:
         ok = np.isfinite(z)
         im = ax.scatter(x[ok], y[ok], c=z[ok], cmap=cmap, norm=norm, s=30)
@@ -469,7 +490,10 @@ def _formatter(fmt: str):
 
 
 def _save(fig: Any, path: Path) -> None:
-    replace_atomically(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    """Draw fig (on its Agg canvas) and write it to path as a PNG (write_png). Drawn once:
+    savefig would draw a figure laid out by tight_layout twice."""
+    fig.canvas.draw()
+    replace_atomically(Path(path), lambda tmp: write_png(fig.canvas, tmp))
 
 
 def is_optuna_sweep(sweep_dir: Path) -> bool:
@@ -490,6 +514,7 @@ def is_optuna_sweep(sweep_dir: Path) -> bool:
     return False
 
 
+@_picture
 def trials_picture(table: pl.DataFrame, objective: str, direction: str, path: Path) -> bool:
     """trials.png for a search (Optuna): the objective of each trial in the order it ran, the
     best so far as a step line, failed trials marked at the bottom; False with no trial."""
@@ -532,6 +557,7 @@ def trials_picture(table: pl.DataFrame, objective: str, direction: str, path: Pa
 # ---------------------------------------------------------------- several pairs
 
 
+@_picture
 def write_overview(folder: Path, equities: Sequence[pl.DataFrame], summaries: Sequence[Dict[str, Any]],
                    root: Dict[str, Any]) -> Optional[Path]:
     """report.png at the root of a several-pair run: every pair's return over time (% of its

@@ -143,3 +143,16 @@ def test_buys_and_sells_share_one_legend_entry():
     mixed = pl.concat([many.filter(pl.col("side") == "buy"), few]).sort("ts_ms")
     labels = legend_labels(draw(synthetic(20_000, 10)[0], mixed, "t", 1000.0))
     assert labels[-2].startswith("buys (500, VWAP per ") and labels[-1] == "sells (40; size: amount)"
+
+
+def test_a_heatmap_drawn_as_a_scatter_has_the_usual_size(tmp_path):
+    """More values per axis than cells are drawn for: a scatter 900 x 550 px, not a strip as wide as
+    32 cells would be (3,340 px); an opaque RGB PNG like report.png."""
+    from mmrun.report import heatmap_picture
+
+    rows = [{"job": i, "spread": 0.0005 + 0.0002 * (i // 2), "size": 0.01 * (1 + i % 2), "total_return_pct": float(i % 7 - 3),
+             "rank": i + 1} for i in range(64)]
+    path = tmp_path / "heatmap.png"
+    assert heatmap_picture(pl.DataFrame(rows), ["spread", "size"], "total_return_pct", "maximize", path, max_grid_axis=30)
+    size, width, height = png_size(path)
+    assert (width, height) == (900, 550) and path.read_bytes()[25] == 2
