@@ -21,9 +21,9 @@ from mmrun.config import PairSpec
 from mmrun.errors import ConfigError, OutputError, RunFailed
 from mmrun.inputs import start_balances
 from mmrun.messages import caveats
-from mmrun.record import read_events, safe_name, write_csv, write_json, write_parquet
+from mmrun.record import read_events, safe_name, typed_events, write_csv, write_json, write_parquet
 from mmrun.recorder import PairOutcome, discard_journals
-from mmrun.stats import compute_stats, trading_stats
+from mmrun.stats import summary_metrics
 
 log = logging.getLogger("mmrun")
 
@@ -145,12 +145,11 @@ def write_market_info(path: Path, cfg: Any, pair: str, feed: Any) -> None:
 
 def pair_summary(cfg: Any, spec: PairSpec, out: PairOutcome) -> Dict[str, Any]:
     # every pair starts all in quote: its capital is the value before the first cycle
-    stats = compute_stats(out.equity, out.fills, initial_value=spec.capital)
-    first_mid = lambda: float(out.equity["mid"][0])  # noqa: E731
-    initial_base = start_balances(cfg, spec.capital, first_mid)[0] if out.equity.height else 0.0
-    stats.update(trading_stats(out.equity, out.fills, initial_value=spec.capital, initial_base=initial_base,
-                               fill_model=cfg.fills.model))
-    ts = out.equity["ts_ms"]
+    run = out.run
+    first_mid = lambda: float(run.mid[0])  # noqa: E731
+    initial_base = start_balances(cfg, spec.capital, first_mid)[0] if len(run.ts_ms) else 0.0
+    stats = summary_metrics(run, initial_value=spec.capital, initial_base=initial_base, fill_model=cfg.fills.model)
+    ts = run.ts_ms
     from mmrun.market.history import summary_labels
 
     labels = out.labels or summary_labels(cfg, None)
@@ -208,7 +207,7 @@ def write_pair(folder: Path, out: PairOutcome, lean: bool = False) -> None:
             write_csv(out.events, folder / "events.csv")
         write_parquet(out.events, folder / "events.parquet")
     else:
-        write_parquet(read_events(folder / "events.csv"), folder / "events.parquet")
+        write_parquet(typed_events(read_events(folder / "events.csv")), folder / "events.parquet")
         if lean:
             (folder / "events.csv").unlink()
     if lean:

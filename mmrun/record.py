@@ -234,8 +234,9 @@ def write_parquet(df: pl.DataFrame, path: Path) -> None:
 
 
 def write_csv(df: pl.DataFrame, path: Path) -> None:
-    """A frame as CSV with a header line, replaced atomically."""
-    replace_atomically(path, df.write_csv)
+    """A frame as CSV with a header line, replaced atomically; Datetime columns as ISO_MS text
+    ('2026-01-01T00:00:05.000Z', the events' stamps)."""
+    replace_atomically(path, lambda tmp: df.write_csv(tmp, datetime_format=ISO_MS))
 
 
 def read_json_object(path: Path) -> Dict[str, Any]:
@@ -281,8 +282,22 @@ def read_events(path: Path) -> pl.DataFrame:
     return pl.read_csv(path, schema=EVENTS_CSV_SCHEMA)
 
 
+# events.csv's timestamp text; in events.parquet the timestamp is a Datetime (ms, UTC)
+ISO_MS = "%Y-%m-%dT%H:%M:%S%.3fZ"
+EVENT_TIME = pl.Datetime("ms", "UTC")
+
+
+def typed_events(events: pl.DataFrame) -> pl.DataFrame:
+    """Events as events.parquet holds them: read_events' frame with its timestamp text parsed to
+    EVENT_TIME (a frame already typed is returned as it is)."""
+    if events.schema["timestamp"] == EVENT_TIME:
+        return events
+    return events.with_columns(pl.col("timestamp").str.to_datetime(ISO_MS, time_unit="ms", time_zone="UTC"))
+
+
 def events_frame(ts_ms: np.ndarray, event_type: str, pair: str, side: np.ndarray, **cols: np.ndarray) -> pl.DataFrame:
-    """Events of one type built column-wise (the backtest's bulk path), in EVENT_COLUMNS order."""
+    """Events of one type built column-wise (the backtest's bulk path), in EVENT_COLUMNS order,
+    typed as events.parquet holds them (timestamp: EVENT_TIME; write_csv writes it as ISO_MS)."""
     df = pl.DataFrame(
         {
             "ts_ms": pl.Series(ts_ms, dtype=pl.Int64),
@@ -297,7 +312,7 @@ def events_frame(ts_ms: np.ndarray, event_type: str, pair: str, side: np.ndarray
         }
     )
     return df.select(
-        pl.from_epoch("ts_ms", time_unit="ms").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").alias("timestamp"),
+        pl.col("ts_ms").cast(EVENT_TIME).alias("timestamp"),
         pl.lit(event_type).alias("event_type"),
         "price",
         "amount",

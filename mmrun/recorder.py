@@ -14,9 +14,9 @@ import hashlib
 import logging
 import os
 import struct
-from dataclasses import dataclass
+import threading
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 import polars as pl
@@ -32,22 +32,72 @@ log = logging.getLogger("mmrun")
 FILL_COLUMNS = ("ts_ms", "side", "price", "amount", "fee", "base", "quote")
 
 
-@dataclass
 class PairOutcome:
-    """What one pair's run leaves behind, for the writers and the summary."""
+    """What one pair's run leaves behind, for the writers and the summary.
 
-    pair: str
-    status: str  # completed | max_ticks | stopped | failed | interrupted (recovered after a kill)
-    equity: pl.DataFrame  # record.EQUITY_SCHEMA, one row per quote cycle
-    fills: pl.DataFrame  # fills_frame's columns, one row per fill
-    market: Optional[pl.DataFrame]  # record.MARKET_SCHEMA, the rows paper cycles used (None: on disk already)
-    errors: int = 0
-    fingerprint: str = ""  # sha256 of the market rows (fingerprint_rows)
-    retries: int = 0  # transient exchange errors absorbed by a retry (paper on a real exchange)
-    trades_incomplete: int = 0  # cycles whose public trades could not all be read (ccxt_feed.MAX_TRADE_PAGES)
-    events: Optional[pl.DataFrame] = None  # backtests: the events, written in one go
-    quotes_dropped: Optional[dict] = None  # quotes not placed, by reason (engine.quotes_dropped)
-    labels: Optional[Dict[str, Any]] = None  # summary fields about the data (history.summary_labels); None: the exchange's
+    status: completed | max_ticks | stopped | failed | interrupted (recovered after a kill).
+    equity (record.EQUITY_SCHEMA, one row per quote cycle) and fills (fills_frame's columns) are
+    Polars frames; run (stats.RunArrays) the same as arrays, what the summary's metrics are
+    computed from. A paper run gives the frames; a backtest gives the arrays and `frames`, a
+    function making (equity, fills, events) from them, called only when a frame is asked for
+    (a lean sweep job asks only for the events). market: record.MARKET_SCHEMA, the rows paper
+    cycles used (None: on disk already). events: a backtest's events, written in one go.
+    fingerprint: sha256 of the market rows (fingerprint_rows). retries: transient exchange
+    errors absorbed by a retry; trades_incomplete: cycles whose public trades could not all be
+    read (ccxt_feed.MAX_TRADE_PAGES); quotes_dropped: quotes not placed, by reason
+    (engine.quotes_dropped); labels: summary fields about the data (history.summary_labels),
+    None: the exchange's.
+    """
+
+    def __init__(self, pair: str, status: str, equity: Optional[pl.DataFrame] = None,
+                 fills: Optional[pl.DataFrame] = None, market: Optional[pl.DataFrame] = None, errors: int = 0,
+                 fingerprint: str = "", retries: int = 0, trades_incomplete: int = 0,
+                 events: Optional[pl.DataFrame] = None, quotes_dropped: Optional[dict] = None,
+                 labels: Optional[Dict[str, Any]] = None, run: Any = None,
+                 frames: Optional[Dict[str, Callable[[], pl.DataFrame]]] = None):
+        self._frames = dict(frames or {})  # name -> its maker, until made
+        if (equity is None and "equity" not in self._frames) or (fills is None and "fills" not in self._frames):
+            raise ValueError("PairOutcome needs the equity and fills frames, or makers of them (`frames`)")
+        self.pair, self.status, self.market, self.errors = pair, status, market, errors
+        self.fingerprint, self.retries, self.trades_incomplete = fingerprint, retries, trades_incomplete
+        self.quotes_dropped, self.labels = quotes_dropped, labels
+        self._equity, self._fills, self._events, self._run = equity, fills, events, run
+        self._lock = threading.Lock()  # the picture's thread and the writers ask for frames at once
+
+    def _made(self, name: str) -> Optional[pl.DataFrame]:
+        with self._lock:
+            make = self._frames.pop(name, None)
+            if make is not None:
+                setattr(self, "_" + name, make())
+            return getattr(self, "_" + name)
+
+    @property
+    def equity(self) -> pl.DataFrame:
+        return self._made("equity")
+
+    @property
+    def fills(self) -> pl.DataFrame:
+        return self._made("fills")
+
+    @property
+    def events(self) -> Optional[pl.DataFrame]:
+        """A backtest's events (FILL lines, record.events_frame); None for a paper run (streamed)."""
+        return self._made("events")
+
+    @property
+    def run(self) -> Any:
+        """The run as stats.RunArrays (made from the frames once for a paper run)."""
+        if self._run is None:
+            from mmrun.stats import RunArrays
+
+            self._run = RunArrays.from_frames(self._equity, self._fills)
+        return self._run
+
+
+def side_names(side: Any) -> pl.Series:
+    """'buy' | 'sell' (String) from +1 / -1 (array-like, k)."""
+    return pl.Series(np.asarray(side, dtype=np.float64) > 0).replace_strict({True: "buy", False: "sell"},
+                                                                           return_dtype=pl.String)
 
 
 def fills_frame(ts_ms, side, price, amount, fee, base, quote) -> pl.DataFrame:
@@ -57,9 +107,7 @@ def fills_frame(ts_ms, side, price, amount, fee, base, quote) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "ts_ms": pl.Series(np.asarray(ts_ms, dtype=np.int64), dtype=pl.Int64),
-            "side": pl.Series(np.asarray(side, dtype=np.float64) > 0).replace_strict(
-                {True: "buy", False: "sell"}, return_dtype=pl.String
-            ),
+            "side": side_names(side),
             "price": np.asarray(price, dtype=np.float64),
             "amount": np.asarray(amount, dtype=np.float64),
             "fee": np.asarray(fee, dtype=np.float64),
@@ -348,40 +396,71 @@ def bulk_outcome(pair: str, ts: np.ndarray, mid: np.ndarray, quoted: np.ndarray,
 
     ts (n,) int64 market ms; mid (n,) quote per base; quoted (n, 2) best bid and ask placed
     per row (NaN: none); fills (k, engine.N_FILL) the fills; fill_rows (k,) the row each fill
-    happened in; base, quote (n,) balances after each row. The events are the FILL lines.
+    happened in; base, quote (n,) balances after each row. The events are the FILL lines. The
+    frames are made when first asked for (PairOutcome.frames); the summary needs only the arrays.
     """
     from mmrun import engine
+    from mmrun.stats import RunArrays
 
     # column-major copies, once: a column of the row-major kernel arrays is strided, and Polars
     # would copy it again for every frame it goes into
     quoted_cols = np.ascontiguousarray(np.asarray(quoted, dtype=np.float64).T)
     fill_cols = np.ascontiguousarray(np.asarray(fills, dtype=np.float64).T)
-    equity = frame(
+    fill_rows = np.ascontiguousarray(fill_rows, dtype=np.int64)
+    run = RunArrays(
+        ts_ms=ts, mid=mid, bid_quoted=quoted_cols[0], ask_quoted=quoted_cols[1], base=base, quote=quote, equity=None,
+        fill_row=fill_rows, fill_side=fill_cols[engine.F_SIDE], fill_price=fill_cols[engine.F_PRICE],
+        fill_amount=fill_cols[engine.F_AMOUNT], fill_fee=fill_cols[engine.F_FEE],
+    )
+
+    frames = {
+        "equity": lambda: bulk_equity(run),
+        "fills": lambda: bulk_fills(run, fill_cols),
+        "events": lambda: bulk_events(pair, run, fill_cols),
+    }
+    return PairOutcome(pair=pair, status="completed", market=None, fingerprint=fingerprint, run=run, frames=frames)
+
+
+def bulk_equity(run: Any) -> pl.DataFrame:
+    """A backtest's equity frame (record.EQUITY_SCHEMA) from its stats.RunArrays."""
+    return frame(
         {
-            "ts_ms": ts,
-            "mid": mid,
-            "bid_quoted": quoted_cols[0],
-            "ask_quoted": quoted_cols[1],
-            "base": base,
-            "quote": quote,
-            "equity": quote + base * mid,
+            "ts_ms": run.ts_ms,
+            "mid": run.mid,
+            "bid_quoted": run.bid_quoted,
+            "ask_quoted": run.ask_quoted,
+            "base": run.base,
+            "quote": run.quote,
+            "equity": run.equity_values(),
         },
         EQUITY_SCHEMA,
     )
-    f_ts = ts[fill_rows]
-    fills_df = fills_frame(f_ts, fill_cols[engine.F_SIDE], fill_cols[engine.F_PRICE], fill_cols[engine.F_AMOUNT],
-                           fill_cols[engine.F_FEE], fill_cols[engine.F_BASE], fill_cols[engine.F_QUOTE])
-    events = events_frame(
-        f_ts,
+
+
+def bulk_fills(run: Any, fill_cols: np.ndarray) -> pl.DataFrame:
+    """A backtest's fills frame (fills_frame) from its stats.RunArrays and the kernel's fill
+    columns (engine.N_FILL, k)."""
+    from mmrun import engine
+
+    return fills_frame(run.ts_ms[run.fill_row], fill_cols[engine.F_SIDE], fill_cols[engine.F_PRICE],
+                       fill_cols[engine.F_AMOUNT], fill_cols[engine.F_FEE], fill_cols[engine.F_BASE],
+                       fill_cols[engine.F_QUOTE])
+
+
+def bulk_events(pair: str, run: Any, fill_cols: np.ndarray) -> pl.DataFrame:
+    """A backtest's events (its FILL lines, record.events_frame) from its stats.RunArrays and the
+    kernel's fill columns (engine.N_FILL, k)."""
+    from mmrun import engine
+
+    return events_frame(
+        run.ts_ms[run.fill_row],
         "FILL",
         pair,
-        fills_df["side"],
+        side_names(fill_cols[engine.F_SIDE]),
         price=fill_cols[engine.F_PRICE],
         amount=fill_cols[engine.F_AMOUNT],
         base=fill_cols[engine.F_BASE],
         quote=fill_cols[engine.F_QUOTE],
         fee=fill_cols[engine.F_FEE],
-        mid=mid[fill_rows],
+        mid=run.mid[run.fill_row],
     )
-    return PairOutcome(pair=pair, status="completed", equity=equity, fills=fills_df, market=None,
-                       fingerprint=fingerprint, events=events)

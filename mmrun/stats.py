@@ -1,12 +1,22 @@
-"""Pure metrics over a run's recorded frames (equity per cycle, fills)."""
+"""Pure metrics of a run: its cycles (equity, inventory, quotes) and its fills.
+
+`summary_metrics` computes every metric of summary.json from a `RunArrays` in two compiled
+passes (one over the cycles, one over the fills): a sweep job over a million bars would
+otherwise spend more on these metrics than on replaying the bars. The plain NumPy functions
+below (max_drawdown_pct, sharpe, sortino, ...) are the reference definitions, used for the
+summed equity of several pairs and checked against the compiled passes by the tests;
+compute_stats / trading_stats give the same numbers from a run's Polars frames.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
 
 import numpy as np
 import polars as pl
+from numba import njit
 
 MS_PER_YEAR = 365.25 * 24 * 3600 * 1000  # a Julian year: the calendar's mean length, leap days included
 
@@ -90,159 +100,249 @@ def quote_lag(fill_model: str) -> int:
     return 0 if fill_model == "instant" else 1
 
 
-class MatchedFills:
-    """The fills as arrays, matched to their cycles once for every fill metric.
+@dataclass(frozen=True)
+class RunArrays:
+    """A run as arrays, what every summary metric is computed from.
 
-    row: index of each fill's cycle in the equity frame (the row with the fill's timestamp);
-    quote_row: index of the cycle that made the filled quote (row - quote_lag, at least 0);
-    sign: +1 for a buy, -1 for a sell; notional: price x amount, the metrics' weights.
+    Cycles (n,): ts_ms int64 market ms, strictly rising; mid, bid_quoted, ask_quoted (our best
+    quotes, NaN: that side not quoted), base, quote (balances after the cycle), all float64 in
+    quote per base or the currency's units. equity (n,): the recorded value per cycle, or None
+    for quote + base x mid (a backtest's, computed where it is needed).
+    Fills (k,): fill_row int64, the cycle each fill is recorded in (its ts_ms equals that
+    cycle's); fill_side +1 buy / -1 sell; fill_price (quote per base), fill_amount (base),
+    fill_fee (quote), float64.
     """
 
-    def __init__(self, equity: pl.DataFrame, fills: pl.DataFrame, lag: int = 1):
-        self.mids = equity["mid"].to_numpy()
-        self.row = np.searchsorted(equity["ts_ms"].to_numpy(), fills["ts_ms"].to_numpy(), side="left")
-        self.quote_row = np.maximum(self.row - lag, 0)
-        self.sign = np.where((fills["side"] == "buy").to_numpy(), 1.0, -1.0)
-        self.price = fills["price"].to_numpy()
-        self.notional = self.price * fills["amount"].to_numpy()
+    ts_ms: np.ndarray
+    mid: np.ndarray
+    bid_quoted: np.ndarray
+    ask_quoted: np.ndarray
+    base: np.ndarray
+    quote: np.ndarray
+    equity: Optional[np.ndarray]
+    fill_row: np.ndarray
+    fill_side: np.ndarray
+    fill_price: np.ndarray
+    fill_amount: np.ndarray
+    fill_fee: np.ndarray
+
+    @classmethod
+    def from_frames(cls, equity: pl.DataFrame, fills: pl.DataFrame) -> "RunArrays":
+        """From a run's equity frame (record.EQUITY_SCHEMA; null quotes read as NaN) and fills frame
+        (recorder.fills_frame's columns); each fill's cycle is the first with its timestamp."""
+
+        def col(df: pl.DataFrame, name: str) -> np.ndarray:
+            return np.ascontiguousarray(df[name].cast(pl.Float64).fill_null(float("nan")).to_numpy(), dtype=np.float64)
+
+        ts = np.ascontiguousarray(equity["ts_ms"].to_numpy(), dtype=np.int64)
+        return cls(
+            ts_ms=ts, mid=col(equity, "mid"), bid_quoted=col(equity, "bid_quoted"), ask_quoted=col(equity, "ask_quoted"),
+            base=col(equity, "base"), quote=col(equity, "quote"), equity=col(equity, "equity"),
+            fill_row=np.searchsorted(ts, fills["ts_ms"].to_numpy(), side="left").astype(np.int64),
+            fill_side=np.where((fills["side"] == "buy").to_numpy(), 1.0, -1.0),
+            fill_price=col(fills, "price"), fill_amount=col(fills, "amount"), fill_fee=col(fills, "fee"),
+        )
+
+    def equity_values(self) -> np.ndarray:
+        """The equity per cycle (n,), quote currency."""
+        return self.equity if self.equity is not None else self.quote + self.base * self.mid
 
 
-def spread_captured_bps(f: MatchedFills) -> float:
-    """Mean edge of the fills against the mid when their quotes were made, in basis points of
-    that mid, notional-weighted.
-
-    Per fill: side x (mid - price) / mid x 10,000, side +1 for a buy and -1 for a sell, mid
-    the mid of the cycle that made the quote (`touch`: the cycle before the fill's row;
-    `instant`: the fill's own row): positive = bought below / sold above the mid the quote
-    was priced from. A symmetric quote at spread s without a book spread captures s/2 x
-    10,000 bps whatever the market did next (that is the markouts' business). Not
-    annualised. 0 without fills.
-    """
-    if f.price.size == 0 or f.mids.size == 0:
-        return 0.0
-    mid = f.mids[f.quote_row]
-    edge = f.sign * (mid - f.price) / mid * 1e4
-    return float(np.sum(f.notional * edge) / np.sum(f.notional))
+# The compiled passes. error_model="numpy": a division by zero gives inf/NaN as NumPy does (the
+# reference functions above), not an exception. The fills' sums are compensated (Neumaier's
+# variant of Kahan summation: A. Neumaier, ZAMM 54 (1974) 39-51), so totals such as the fees come
+# out as the correctly rounded sum in practice, not with the error a long left-to-right sum of
+# many like values gathers, and so are the returns' sums of the Sharpe and Sortino ratios; the
+# time-weighted sums are plain (compensating every sum doubles the pass's time). A figure may
+# differ from NumPy's pairwise sums in its last bits (the tests hold them to 1e-12).
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
 
 
-def markout_bps(f: MatchedFills, cycles: int) -> float:
-    """Mean markout `cycles` quote cycles after each fill, in basis points of the fill price.
-
-    Per fill: side x (mid k cycles after the fill's cycle - price) / price x 10,000,
-    notional-weighted over the fills that have k later cycles in the run. Positive = the
-    market moved the fill's way; negative = adverse selection. Not annualised. 0 if none.
-    """
-    if f.price.size == 0 or f.mids.size == 0:
-        return 0.0
-    later = f.row + cycles
-    keep = later < f.mids.size
-    if not keep.any():
-        return 0.0
-    price = f.price[keep]
-    w = f.notional[keep]
-    move = f.sign[keep] * (f.mids[later[keep]] - price) / price * 1e4
-    return float(np.sum(w * move) / np.sum(w))
+@njit(**_JIT)
+def _add(s, c, x):
+    """(s, c) += x, compensated: s the running sum, c its lost low-order part; the total is s + c."""
+    t = s + x
+    if abs(s) >= abs(x):
+        c += (s - t) + x
+    else:
+        c += (x - t) + s
+    return t, c
 
 
-def time_weighted_inventory(equity: pl.DataFrame) -> Dict[str, float]:
-    """Time-weighted means of the inventory over the run.
-
-    Each cycle's state counts for the time until the next cycle (the last cycle for none;
-    a single-cycle run counts it alone). avg_inventory_base: base units held;
-    avg_inventory_share: base x mid / equity, the share of value held in base (0..1).
-    """
-    if equity.height == 0:
-        return {"avg_inventory_base": 0.0, "avg_inventory_share": 0.0}
-    base = equity["base"].to_numpy()
-    eq = equity["equity"].to_numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        share = np.where(eq > 0, base * equity["mid"].to_numpy() / eq, 0.0)
-    if equity.height == 1:
-        return {"avg_inventory_base": float(base[0]), "avg_inventory_share": float(share[0])}
-    w = np.diff(equity["ts_ms"].to_numpy()).astype(np.float64)
-    if not w.sum() > 0:
-        w = np.ones_like(w)
-    return {
-        "avg_inventory_base": float(np.sum(base[:-1] * w) / w.sum()),
-        "avg_inventory_share": float(np.sum(share[:-1] * w) / w.sum()),
-    }
+@njit(**_JIT)
+def _value(equity, has_equity, quote, base, mid, i):
+    return equity[i] if has_equity else quote[i] + base[i] * mid[i]
 
 
-def fill_ratio(equity: pl.DataFrame, fills: pl.DataFrame) -> float:
-    """Fills per quote: fills / quoted sides, a side counting once per cycle it was quoted.
-
-    Quoted sides = cycles with a bid quoted + cycles with an ask quoted (the equity frame's
-    bid_quoted / ask_quoted; with several levels a side still counts once per cycle). Under
-    `instant` only executed quotes are recorded, so the ratio is 1. 0 if nothing was quoted.
-    """
+@njit(**_JIT)
+def _cycle_pass(equity, has_equity, quote, base, mid, ts, bid_q, ask_q, start_value, start_ms, prepend):
+    """One run's per-cycle metrics, over its equity from the value before the first cycle when
+    prepend (with_start). Returns (max_drawdown_pct, sharpe, sortino, avg_inventory_base,
+    avg_inventory_share, mean_equity, quoted_sides)."""
+    n = ts.shape[0]
+    m = n + 1 if prepend else n  # points of the equity series the return metrics run over
+    # sums: 0 returns, 1 squared deviations, 2 squared losses, 3 weights, 4 base x w, 5 share x w,
+    # 6 equity x w, 7 equity
+    a0 = c0 = a1 = c1 = a2 = c2 = 0.0  # the returns' sums, compensated
+    a3 = a4 = a5 = a6 = a7 = 0.0
+    peak = start_value if prepend else -np.inf
+    dd = 0.0
+    prev = start_value
     quoted = 0
-    for col in ("bid_quoted", "ask_quoted"):
-        quoted += int(equity[col].fill_null(float("nan")).is_not_nan().sum()) if equity.height else 0
-    if quoted == 0:
-        return 0.0
-    return float(fills.height / quoted)
+    # first pass: drawdown, the returns' sum, the time-weighted sums
+    for i in range(n):
+        e = _value(equity, has_equity, quote, base, mid, i)
+        if e > peak:
+            peak = e
+        # the division only where the fall may be a new largest (the exact test follows)
+        if peak > 0 and peak - e > dd * peak * (1.0 - 1e-12):
+            d = (peak - e) / peak
+            if d > dd:
+                dd = d
+        if prepend or i > 0:
+            a0, c0 = _add(a0, c0, (e - prev) / prev)
+        prev = e
+        a7 += e
+        quoted += (bid_q[i] == bid_q[i]) + (ask_q[i] == ask_q[i])  # not NaN: quoted
+        if i < n - 1:  # each cycle counts until the next one
+            w = float(ts[i + 1] - ts[i])
+            a3 += w
+            a4 += base[i] * w
+            a5 += (base[i] * mid[i] / e if e > 0 else 0.0) * w
+            a6 += e * w
+    sharpe = 0.0
+    sortino = 0.0
+    if m >= 3:
+        # second pass: deviations from the mean return, and the losses
+        mean_r = (a0 + c0) / (m - 1)
+        prev = start_value if prepend else _value(equity, has_equity, quote, base, mid, 0)
+        for i in range(0 if prepend else 1, n):
+            e = _value(equity, has_equity, quote, base, mid, i)
+            r = (e - prev) / prev
+            a1, c1 = _add(a1, c1, (r - mean_r) * (r - mean_r))
+            loss = min(r, 0.0)  # no branch: the sign of a return is a coin toss
+            a2, c2 = _add(a2, c2, loss * loss)
+            prev = e
+        first_ms = start_ms if prepend else ts[0]
+        years = (ts[n - 1] - first_ms) / MS_PER_YEAR
+        per_year = (m - 1) / years if years > 0 else 0.0
+        sd = math.sqrt((a1 + c1) / (m - 2))
+        if sd > 0 and per_year > 0:
+            sharpe = mean_r / sd * math.sqrt(per_year)
+        dn = math.sqrt((a2 + c2) / (m - 1))
+        if dn > 0 and per_year > 0:
+            sortino = mean_r / dn * math.sqrt(per_year)
+    avg_base = 0.0
+    avg_share = 0.0
+    mean_equity = 0.0
+    if n == 1:
+        e = _value(equity, has_equity, quote, base, mid, 0)
+        avg_base = base[0]
+        avg_share = base[0] * mid[0] / e if e > 0 else 0.0
+        mean_equity = e
+    elif n > 1:
+        w_sum = a3
+        if w_sum > 0:
+            avg_base = a4 / w_sum
+            avg_share = a5 / w_sum
+            mean_equity = a6 / w_sum
+        else:  # every cycle at one time: each counts once
+            mean_equity = a7 / n
+            a4 = a5 = 0.0
+            for i in range(n - 1):
+                e = _value(equity, has_equity, quote, base, mid, i)
+                a4 += base[i]
+                a5 += base[i] * mid[i] / e if e > 0 else 0.0
+            avg_base = a4 / (n - 1)
+            avg_share = a5 / (n - 1)
+    return dd * 100.0, sharpe, sortino, avg_base, avg_share, mean_equity, quoted
 
 
-def trading_stats(
-    equity: pl.DataFrame, fills: pl.DataFrame, initial_value: float, initial_base: float = 0.0,
-    fill_model: str = "touch",
-) -> Dict[str, float]:
-    """Metrics beyond the basics: against holding, edge, adverse selection, inventory, activity.
+@njit(**_JIT)
+def _fill_pass(row, side, price, amount, fee, mid, lag):
+    """The fills' totals and edge metrics. Returns (buys, volume_quote, fees, spread_captured_bps,
+    markout_1_bps, markout_10_bps); see summary_metrics."""
+    k = row.shape[0]
+    n = mid.shape[0]
+    buys = 0
+    n1 = 0  # fills with a cycle 1 and 10 cycles later
+    n10 = 0
+    # sums: 0 notional, 1 fees, 2 notional x edge, 3 notional x markout 1, 4 its weights,
+    # 5 notional x markout 10, 6 its weights
+    a0 = c0 = a1 = c1 = a2 = c2 = a3 = c3 = a4 = c4 = a5 = c5 = a6 = c6 = 0.0
+    for j in range(k):
+        notional = price[j] * amount[j]
+        a0, c0 = _add(a0, c0, notional)
+        a1, c1 = _add(a1, c1, fee[j])
+        if side[j] > 0:
+            buys += 1
+        if n == 0:
+            continue
+        r = row[j]
+        q = r - lag if r >= lag else 0
+        a2, c2 = _add(a2, c2, notional * (side[j] * (mid[q] - price[j]) / mid[q] * 1e4))
+        if r + 1 < n:
+            a3, c3 = _add(a3, c3, notional * (side[j] * (mid[r + 1] - price[j]) / price[j] * 1e4))
+            a4, c4 = _add(a4, c4, notional)
+            n1 += 1
+        if r + 10 < n:
+            a5, c5 = _add(a5, c5, notional * (side[j] * (mid[r + 10] - price[j]) / price[j] * 1e4))
+            a6, c6 = _add(a6, c6, notional)
+            n10 += 1
+    volume = a0 + c0
+    spread = (a2 + c2) / volume if (k > 0 and n > 0) else 0.0
+    m1 = (a3 + c3) / (a4 + c4) if n1 else 0.0
+    m10 = (a5 + c5) / (a6 + c6) if n10 else 0.0
+    return buys, volume, a1 + c1, spread, m1, m10
 
-    hold_value: the starting portfolio (initial_base and initial_value - initial_base x the
-    first mid in quote) valued at the last mid; pnl_vs_hold = final equity - hold_value.
-    market_return_pct: the mid's change over the run, % (what holding base alone returned).
-    turnover: traded notional / time-weighted mean equity, per run (not annualised).
-    fill_model: which cycle made a filled quote (quote_lag). sortino: over the equity from the
-    value before the first cycle (with_start). The rest: see spread_captured_bps, markout_bps,
-    time_weighted_inventory, fill_ratio, sortino.
+
+def summary_metrics(run: RunArrays, initial_value: Optional[float] = None, initial_base: float = 0.0,
+                    fill_model: str = "touch") -> Dict[str, Any]:
+    """Every metric of a run's summary.json, from its arrays: compute_stats' keys, then trading_stats'.
+
+    initial_value: the value before the first cycle (quote currency); None = the first cycle's.
+    When the first cycle has already moved from it (`fills=instant` trades at once), the
+    drawdown, Sharpe and Sortino run over the equity from it, one median spacing before the
+    first cycle (with_start). initial_base: base units held at the start (run.start=target),
+    for hold_value. fill_model: which cycle made a filled quote (quote_lag).
+
+    Formulas (references: the NumPy functions of this module):
+    - max_drawdown_pct: largest fall from a running peak, % of the peak (max_drawdown_pct).
+    - sharpe, sortino: per-cycle simple returns, annualised by the data's own calendar
+      (sharpe, sortino, periods_per_year; quantstats' and empyrical's formulas).
+    - spread_captured_bps: notional-weighted side x (mid - price) / mid x 1e4, mid of the cycle
+      that made the quote; markout_k_bps: notional-weighted side x (mid k cycles after the
+      fill's cycle - price) / price x 1e4 over the fills with k later cycles.
+    - avg_inventory_base / avg_inventory_share (base x mid / equity): time-weighted means, each
+      cycle counting until the next; turnover: traded notional / time-weighted mean equity.
+    - fill_ratio: fills / quoted sides (a side counts once per cycle it was quoted).
+    - hold_value: the starting portfolio valued at the last mid; pnl_vs_hold = final - hold;
+      market_return_pct: the mid's change over the run, %.
+    Values are in the quote currency unless named *_pct, *_bps or counted.
     """
-    eq = equity["equity"].to_numpy()
-    mids = equity["mid"].to_numpy()
-    final = float(eq[-1]) if eq.size else initial_value  # no cycle: the starting value
-    if eq.size:
-        hold = initial_base * float(mids[-1]) + (initial_value - initial_base * float(mids[0]))
-        market = (float(mids[-1]) / float(mids[0]) - 1.0) * 100.0 if mids[0] > 0 else 0.0
+    n, k = run.ts_ms.shape[0], run.fill_row.shape[0]
+    has_eq = run.equity is not None
+    eq = run.equity if has_eq else np.empty(0)
+    first = (float(eq[0]) if has_eq else float(run.quote[0] + run.base[0] * run.mid[0])) if n else 0.0
+    last = (float(eq[-1]) if has_eq else float(run.quote[-1] + run.base[-1] * run.mid[-1])) if n else 0.0
+    initial = float(initial_value) if initial_value is not None else first
+    final = last if n else initial
+    prepend = initial_value is not None and n > 0 and abs(first - float(initial_value)) > 1e-9 * abs(initial_value)
+    start_ms = int(run.ts_ms[0]) - (int(np.median(np.diff(run.ts_ms))) if n > 1 else 0) if prepend else 0
+    dd = sh = so = avg_base = avg_share = mean_equity = 0.0
+    quoted = 0
+    if n:
+        dd, sh, so, avg_base, avg_share, mean_equity, quoted = _cycle_pass(
+            eq, has_eq, run.quote, run.base, run.mid, run.ts_ms, run.bid_quoted, run.ask_quoted,
+            initial, start_ms, prepend)
+    buys, volume, fees, spread, m1, m10 = _fill_pass(run.fill_row, run.fill_side, run.fill_price, run.fill_amount,
+                                                   run.fill_fee, run.mid, quote_lag(fill_model))
+    if n:
+        m0, m_last = float(run.mid[0]), float(run.mid[-1])
+        hold = initial_base * m_last + (initial - initial_base * m0)
+        market = (m_last / m0 - 1.0) * 100.0 if m0 > 0 else 0.0
     else:
-        hold, market = initial_value, 0.0
-    matched = MatchedFills(equity, fills, quote_lag(fill_model))
-    volume = float((fills["price"] * fills["amount"]).sum()) if fills.height else 0.0
-    if eq.size > 1:
-        w = np.diff(equity["ts_ms"].to_numpy()).astype(np.float64)
-        mean_equity = float(np.sum(eq[:-1] * w) / w.sum()) if w.sum() > 0 else float(eq.mean())
-    else:
-        mean_equity = float(eq[0]) if eq.size else 0.0
-    return {
-        "hold_value": hold,
-        "pnl_vs_hold": final - hold,
-        "market_return_pct": market,
-        "spread_captured_bps": spread_captured_bps(matched),
-        "markout_1_bps": markout_bps(matched, 1),
-        "markout_10_bps": markout_bps(matched, 10),
-        **time_weighted_inventory(equity),
-        "turnover": volume / mean_equity if mean_equity > 0 else 0.0,
-        "fill_ratio": fill_ratio(equity, fills),
-        "sortino": sortino(*with_start(eq, equity["ts_ms"].to_numpy(), initial_value)),
-    }
-
-
-def compute_stats(equity: pl.DataFrame, fills: pl.DataFrame, initial_value: Optional[float] = None) -> Dict[str, float]:
-    """The summary's metrics from the equity frame (record.EQUITY_SCHEMA) and the fills.
-
-    fills has columns side ('buy' | 'sell'), price, amount (base), fee (quote).
-    initial_value: the value before the first cycle (quote currency); the equity frame's first
-    row comes after it, which under `instant` has already traded. None = that first row.
-    max_drawdown_pct and sharpe run over the equity from initial_value (with_start), so the
-    first cycle's move counts. Values are in the quote currency unless named *_pct (percent)
-    or counted.
-    """
-    eq = equity["equity"].to_numpy()
-    initial = float(initial_value) if initial_value is not None else (float(eq[0]) if eq.size else 0.0)
-    # no completed cycle (stopped before the first, every fetch failed): nothing was traded, the
-    # value is the starting one (all in quote), and `ticks` says 0
-    final = float(eq[-1]) if eq.size else initial
-    buys = int((fills["side"] == "buy").sum()) if fills.height else 0
-    notional = (fills["price"] * fills["amount"]).sum() if fills.height else 0.0
+        hold, market = initial, 0.0
     return {
         "initial_value": initial,
         "final_value": final,
@@ -250,14 +350,45 @@ def compute_stats(equity: pl.DataFrame, fills: pl.DataFrame, initial_value: Opti
         # backtest's formula, which `fills=instant fees.maker=0` reproduces to the last bit
         "total_return_pct": (final - initial) / initial * 100.0 if initial > 0 else 0.0,
         "pnl": final - initial,
-        "trades": int(fills.height),
-        "buys": buys,
-        "sells": int(fills.height) - buys,
-        "volume_quote": float(notional),
-        "fees": float(fills["fee"].sum()) if fills.height else 0.0,
-        "max_drawdown_pct": max_drawdown_pct(with_start(eq, equity["ts_ms"].to_numpy(), initial_value)[0]),
-        "sharpe": sharpe(*with_start(eq, equity["ts_ms"].to_numpy(), initial_value)),
-        "final_base": float(equity["base"][-1]) if eq.size else 0.0,
-        "final_quote": float(equity["quote"][-1]) if eq.size else initial,
-        "ticks": int(equity.height),
+        "trades": int(k),
+        "buys": int(buys),
+        "sells": int(k - buys),
+        "volume_quote": float(volume),
+        "fees": float(fees),
+        "max_drawdown_pct": float(dd),
+        "sharpe": float(sh),
+        "final_base": float(run.base[-1]) if n else 0.0,
+        "final_quote": float(run.quote[-1]) if n else initial,
+        "ticks": int(n),
+        "hold_value": hold,
+        "pnl_vs_hold": final - hold,
+        "market_return_pct": market,
+        "spread_captured_bps": float(spread),
+        "markout_1_bps": float(m1),
+        "markout_10_bps": float(m10),
+        "avg_inventory_base": float(avg_base),
+        "avg_inventory_share": float(avg_share),
+        "turnover": float(volume) / mean_equity if mean_equity > 0 else 0.0,
+        "fill_ratio": float(k) / quoted if quoted else 0.0,
+        "sortino": float(so),
     }
+
+
+BASIC_KEYS = ("initial_value", "final_value", "total_return_pct", "pnl", "trades", "buys", "sells", "volume_quote",
+              "fees", "max_drawdown_pct", "sharpe", "final_base", "final_quote", "ticks")
+
+def trading_stats(
+    equity: pl.DataFrame, fills: pl.DataFrame, initial_value: float, initial_base: float = 0.0,
+    fill_model: str = "touch",
+) -> Dict[str, float]:
+    """Metrics beyond the basics (against holding, edge, adverse selection, inventory, activity)
+    of a run's equity frame and fills frame: summary_metrics' keys after BASIC_KEYS."""
+    got = summary_metrics(RunArrays.from_frames(equity, fills), initial_value, initial_base, fill_model)
+    return {key: v for key, v in got.items() if key not in BASIC_KEYS}
+
+
+def compute_stats(equity: pl.DataFrame, fills: pl.DataFrame, initial_value: Optional[float] = None) -> Dict[str, float]:
+    """The summary's basic metrics (BASIC_KEYS, see summary_metrics) from the equity frame
+    (record.EQUITY_SCHEMA) and the fills (columns side 'buy' | 'sell', price, amount, fee)."""
+    got = summary_metrics(RunArrays.from_frames(equity, fills), initial_value)
+    return {key: got[key] for key in BASIC_KEYS}

@@ -66,12 +66,19 @@ def period_returns(equities: Sequence[pl.DataFrame], periods: int = PERIODS) -> 
         total = total.sort("ts_ms").fill_null(strategy="forward").fill_null(strategy="backward")
         ts = total["ts_ms"].to_numpy().astype(np.int64)
         eq = total.select(pl.sum_horizontal(pl.exclude("ts_ms"))).to_series().to_numpy().astype(np.float64)
+    return _on_grid(ts, lambda idx: eq[idx], periods)
+
+
+def _on_grid(ts: np.ndarray, equity_at: Callable[[np.ndarray], np.ndarray], periods: int) -> pl.DataFrame:
+    """period_returns' frame from the strictly rising timestamps ts (ms, (n,)) and equity_at(rows),
+    the equity (quote) at those rows."""
     p = min(periods, ts.size - 1)
     if p < 1:
-        return empty
+        return pl.DataFrame(schema={"period": pl.Int64, "start_ms": pl.Int64, "end_ms": pl.Int64,
+                                    "equity": pl.Float64, "return": pl.Float64})
     t0, t1 = int(ts[0]), int(ts[-1])
     bounds = t0 + np.round(np.arange(p + 1) * ((t1 - t0) / p)).astype(np.int64)
-    at = eq[np.searchsorted(ts, bounds, side="right") - 1]
+    at = equity_at(np.searchsorted(ts, bounds, side="right") - 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         ret = np.where(at[:-1] > 0, at[1:] / at[:-1] - 1.0, 0.0)
     return pl.DataFrame(
@@ -85,11 +92,18 @@ def period_returns(equities: Sequence[pl.DataFrame], periods: int = PERIODS) -> 
     )
 
 
-def write_returns(folder: Path, equities: Sequence[pl.DataFrame]) -> None:
-    """returns.parquet in folder: period_returns of the run's equity frame(s)."""
+def write_returns(folder: Path, outcomes: Sequence[Any]) -> None:
+    """returns.parquet in folder: period_returns of the run's equity (the PairOutcomes', summed).
+    A backtest of one pair is read off its arrays (stats.RunArrays: the equity is quote + base x
+    mid, computed at the grid's rows only), the same numbers as from its equity frame."""
     from mmrun.record import write_parquet
 
-    write_parquet(period_returns(equities), Path(folder) / RETURNS_FILE)
+    run = outcomes[0].run if len(outcomes) == 1 else None
+    if run is not None and run.equity is None and run.ts_ms.size and bool(np.all(run.ts_ms[1:] > run.ts_ms[:-1])):
+        df = _on_grid(run.ts_ms, lambda idx: run.quote[idx] + run.base[idx] * run.mid[idx], PERIODS)
+    else:
+        df = period_returns([o.equity for o in outcomes])
+    write_parquet(df, Path(folder) / RETURNS_FILE)
 
 
 # ---------------------------------------------------------------- time windows
@@ -179,10 +193,9 @@ def plan(sweep: Any, ts_ms: np.ndarray, where: str) -> Plan:
 
 def metrics(outcome: Any, capital: float) -> Dict[str, Any]:
     """The summary metrics (mmrun.stats) of a replayed window that started with `capital` in quote."""
-    from mmrun.stats import compute_stats, trading_stats
+    from mmrun.stats import summary_metrics
 
-    out = compute_stats(outcome.equity, outcome.fills, initial_value=capital)
-    out.update(trading_stats(outcome.equity, outcome.fills, initial_value=capital))
+    out = summary_metrics(outcome.run, initial_value=capital)
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
 
 
@@ -263,6 +276,6 @@ def split_run(cfg: Any, pair: str, rows: Dict[str, np.ndarray], replay: Callable
 def write_outputs(cfg: Any, folder: Path, outcomes: Sequence[Any], checked: Dict[str, Any]) -> None:
     """The run's returns.parquet (from the PairOutcomes' equity), and validation.json if any
     pair was checked (checked: pair -> split_run's entry)."""
-    write_returns(folder, [o.equity for o in outcomes])
+    write_returns(folder, outcomes)
     if checked:
         write_validation(folder, cfg.sweep, checked)

@@ -14,9 +14,9 @@ from mmrun.backtest import run_backtest
 from mmrun.record import EQUITY_SCHEMA, frame
 from mmrun.runner import build_params
 from mmrun.stats import (
-    MS_PER_YEAR, MatchedFills, compute_stats, max_drawdown_pct, periods_per_year, sharpe, sortino,
-    spread_captured_bps, trading_stats, with_start,
+    MS_PER_YEAR, compute_stats, max_drawdown_pct, periods_per_year, sharpe, sortino, trading_stats, with_start,
 )
+from stats_reference import MatchedFills, spread_captured_bps
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
