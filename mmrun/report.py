@@ -149,11 +149,10 @@ def _legend_above(ax: Any, ncol: int) -> None:
 def _new_report_figure() -> tuple:
     """A report Figure (on an Agg canvas) and its three panels (price, inventory, value), sharing
     the time axis."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 8.5), dpi=100)
-    FigureCanvasAgg(fig)
+    _canvas(fig)
     axes = fig.subplots(3, 1, sharex=True, height_ratios=(3, 1.2, 1.6))
     # fixed margins (a constrained layout costs about a third of the picture's time); room
     # above each panel for its legend
@@ -162,6 +161,55 @@ def _new_report_figure() -> tuple:
         ax.grid(alpha=0.25)
         ax.ticklabel_format(axis="y", useOffset=False, style="plain")
     return fig, tuple(axes)
+
+
+def _canvas(fig: Any) -> Any:
+    """Give fig an Agg canvas whose renderer draws each text as one bitmap (_text_renderer)."""
+    return _agg_classes()[0](fig)
+
+
+@functools.lru_cache(maxsize=None)
+def _agg_classes() -> tuple:
+    """(canvas class, renderer class): matplotlib's Agg canvas and renderer, drawing a text as
+    matplotlib did up to 3.10, one bitmap per string (FreeType lays out and renders the whole
+    string in one call, its size and kerning those matplotlib measures the text with), placed at
+    a whole pixel. Matplotlib 3.11 draws glyph by glyph, with Python work for each: three times
+    the time for a line of a title, most of a picture's text time. Mathtext ($...$) and any
+    failure of this path (a matplotlib without these FreeType calls) go to matplotlib's own."""
+    import math
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg, get_hinting_flag
+
+    class StringTextRenderer(RendererAgg):
+        whole_strings = True
+
+        def draw_text(self, gc, x, y, s, prop, angle, ismath=False, mtext=None):
+            if ismath or not self.whole_strings:
+                return super().draw_text(gc, x, y, s, prop, angle, ismath, mtext)
+            try:
+                font = self._prepare_font(prop)
+                font.set_text(s, 0, flags=get_hinting_flag())
+                font.draw_glyphs_to_bitmap(antialiased=gc.get_antialiased())
+                image = font.get_image()
+                xo, yo = (v / 64.0 for v in font.get_bitmap_offset())
+                descent = font.get_descent() / 64.0
+            except (AttributeError, TypeError, ValueError):
+                type(self).whole_strings = False
+                return super().draw_text(gc, x, y, s, prop, angle, ismath, mtext)
+            x = round(x + xo + descent * math.sin(math.radians(angle)))
+            y = round(y + yo + descent * math.cos(math.radians(angle)))
+            self._renderer.draw_text_image(image, x, y + 1, angle, gc)
+
+    class StringTextCanvas(FigureCanvasAgg):
+        def get_renderer(self):
+            w, h = self.get_width_height(physical=True)
+            key = w, h, self.figure.dpi
+            if self._lastKey != key:  # a new size: a new renderer, as FigureCanvasAgg does
+                self.renderer = StringTextRenderer(w, h, self.figure.dpi)
+                self._lastKey = key
+            return self.renderer
+
+    return StringTextCanvas, StringTextRenderer
 
 
 _PICTURE_LOCK = threading.RLock()
@@ -426,7 +474,6 @@ def heatmap_picture(table: pl.DataFrame, swept: Sequence[str], objective: str, d
     numeric = [k for k in swept if table[k].dtype in (pl.Int64, pl.Float64) and table[k].null_count() == 0]
     if len(swept) != 2 or len(numeric) != 2:
         return False
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import TwoSlopeNorm
     from matplotlib.figure import Figure
     from matplotlib.transforms import TransformedPatchPath
@@ -442,7 +489,7 @@ def heatmap_picture(table: pl.DataFrame, swept: Sequence[str], objective: str, d
     # cells get room for their numbers; a scatter a picture of the usual size
     size = (max(6.0, 0.95 * len(xs) + 3.0), max(4.5, 0.6 * len(ys) + 2.4)) if cells else (9.0, 5.5)
     fig = Figure(figsize=size, dpi=100)
-    FigureCanvasAgg(fig)
+    _canvas(fig)
     ax = fig.subplots()
     if cells:
         grid = np.full((len(ys), len(xs)), np.nan)
@@ -520,7 +567,6 @@ def trials_picture(table: pl.DataFrame, objective: str, direction: str, path: Pa
     best so far as a step line, failed trials marked at the bottom; False with no trial."""
     if table.height == 0 or objective not in table.columns:
         return False
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     order = table.sort("job")
@@ -529,7 +575,7 @@ def trials_picture(table: pl.DataFrame, objective: str, direction: str, path: Pa
     z = np.where(order["rank"].is_null().to_numpy(), np.nan, z)
     ok = np.isfinite(z)
     fig = Figure(figsize=(8.5, 4.8), dpi=100)
-    FigureCanvasAgg(fig)
+    _canvas(fig)
     ax = fig.subplots()
     fmt = number_format(z)
     ax.scatter(job[ok], z[ok], s=22, color="tab:blue", alpha=0.75, label="trial", zorder=3)
@@ -563,13 +609,12 @@ def write_overview(folder: Path, equities: Sequence[pl.DataFrame], summaries: Se
     """report.png at the root of a several-pair run: every pair's return over time (% of its
     starting value) with the total, and every pair's share of value held in base; each pair's
     own report.png is in its folder. Returns the path, None when no pair has a cycle."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     if not any(e.height for e in equities):
         return None
     fig = Figure(figsize=(11, 7.5), dpi=100)
-    FigureCanvasAgg(fig)
+    _canvas(fig)
     ax_ret, ax_share = fig.subplots(2, 1, sharex=True, height_ratios=(2.2, 1.2))
     fig.subplots_adjust(left=0.085, right=0.98, top=0.86, bottom=0.08, hspace=0.22)
     fees = sum(float(s.get("fees") or 0.0) for s in summaries)
