@@ -449,7 +449,8 @@ def run_bulk(params, state, bid, ask, last, low, high, volume, quotes=None, prog
     """Replay n market rows through the cycle. Returns (quoted, fills, fill_rows, base, quote).
 
     quoted: (n, 2) best bid and ask price placed at each row (the highest bid and lowest ask
-    resting; NaN = no quote on that side; under `instant` the best quotes that executed).
+    resting; NaN = no quote on that side; under `instant` the best quotes that executed),
+    column-major (quoted[:, 0] and quoted[:, 1] are contiguous).
     fills: (k, N_FILL); fill_rows: (k,) row index of each fill. base, quote: (n,) balances
     after each row's cycle. state is updated in place, and so is `quotes` when given (the
     quotes resting before the first row and after the last; default: none before, dropped).
@@ -476,7 +477,7 @@ def run_bulk(params, state, bid, ask, last, low, high, volume, quotes=None, prog
     if not parts:
         return _replay(run, params, state, quotes, bid, ask, last, low, high, volume)
     return (
-        np.concatenate([p[0] for _, p in parts]),
+        np.concatenate([p[0].T for _, p in parts], axis=1).T,  # column-major, as _replay's
         np.concatenate([p[1] for _, p in parts]),
         np.concatenate([p[2] + a for a, p in parts]),
         np.concatenate([p[3] for _, p in parts]),
@@ -491,7 +492,8 @@ def _replay(run, params, state, quotes, bid, ask, last, low, high, volume):
     touched, so the reserve costs address space, not memory."""
     n = len(bid)
     worst = n * quotes.shape[0] + 1
-    quoted = np.empty((n, 2))
+    # column-major (n, 2): each side's column is contiguous, as the recorder's frames want it
+    quoted = np.empty((2, n)).T
     base = np.empty(n)
     quote = np.empty(n)
     fills = np.empty((worst, N_FILL))

@@ -93,27 +93,29 @@ def cores() -> int:
 
 def _warm(job_cfg: Optional[DictConfig]) -> None:
     """What every job needs, done once before the fork: the runner and the kernel's modules
-    imported, and for a backtest the compiled kernel loaded (numba's cache) by replaying four
-    rows with the first job's parameters. Only an optimisation: a failure here is left to the
-    jobs, which report it. No Polars work here (see mmrun.workers)."""
+    imported, and for a backtest the compiled kernel and the summary metrics' passes loaded
+    (numba's cache) by replaying four rows with the first job's parameters. Only an
+    optimisation: a failure here is left to the jobs, which report it. No Polars work here (see
+    mmrun.workers; a backtest's outcome makes its frames only when asked)."""
     import mmrun.__main__  # noqa: F401
     import mmrun.runner  # noqa: F401
 
     try:
         import numpy as np
 
-        import mmrun.backtest  # noqa: F401
-        import mmrun.stats  # noqa: F401
         from mmrun import engine
+        from mmrun.backtest import run_backtest
         from mmrun.market import ROW_FIELDS
         from mmrun.runner import build_params
+        from mmrun.stats import summary_metrics
 
         if job_cfg is None or job_cfg.mode != "backtest":
             return
         capital = float(job_cfg.capital)
-        cols = [np.full(4, 100.0) for _ in ROW_FIELDS[1:]]
+        rows = {"ts_ms": np.arange(4, dtype=np.int64) * 60_000, **{k: np.full(4, 100.0) for k in ROW_FIELDS[1:]}}
         params = build_params(job_cfg, capital, 0.0, dt_s=60.0)
-        engine.run_bulk(params, engine.make_state(0.0, capital, params), *cols)
+        out = run_backtest("warm-up", params, engine.make_state(0.0, capital, params), rows)
+        summary_metrics(out.run, capital)  # the metrics' compiled passes
     except Exception as exc:  # noqa: BLE001 - the jobs meet (and report) any real problem
         log.debug("kernel warm-up skipped: %s: %s", type(exc).__name__, exc)
 
