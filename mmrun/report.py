@@ -174,28 +174,40 @@ def _agg_classes() -> tuple:
     matplotlib did up to 3.10, one bitmap per string (FreeType lays out and renders the whole
     string in one call, its size and kerning those matplotlib measures the text with), placed at
     a whole pixel. Matplotlib 3.11 draws glyph by glyph, with Python work for each: three times
-    the time for a line of a title, most of a picture's text time. Mathtext ($...$) and any
-    failure of this path (a matplotlib without these FreeType calls) go to matplotlib's own."""
+    the time for a line of a title, most of a picture's text time. A short string's bitmap is
+    kept for the next picture: a sweep's pictures share most of their tick, axis and legend
+    labels. Mathtext ($...$) and any failure of this path (a matplotlib without these FreeType
+    calls) go to matplotlib's own."""
     import math
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg, get_hinting_flag
 
     class StringTextRenderer(RendererAgg):
         whole_strings = True
+        # a string's bitmap and offsets, kept for the next picture (the oldest dropped): the labels
+        # pictures share (ticks, axes, legends), not titles
+        bitmaps: Dict[tuple, tuple] = {}
 
         def draw_text(self, gc, x, y, s, prop, angle, ismath=False, mtext=None):
             if ismath or not self.whole_strings:
                 return super().draw_text(gc, x, y, s, prop, angle, ismath, mtext)
-            try:
-                font = self._prepare_font(prop)
-                font.set_text(s, 0, flags=get_hinting_flag())
-                font.draw_glyphs_to_bitmap(antialiased=gc.get_antialiased())
-                image = font.get_image()
-                xo, yo = (v / 64.0 for v in font.get_bitmap_offset())
-                descent = font.get_descent() / 64.0
-            except (AttributeError, TypeError, ValueError):
-                type(self).whole_strings = False
-                return super().draw_text(gc, x, y, s, prop, angle, ismath, mtext)
+            key = (s, prop.copy(), self.dpi, get_hinting_flag(), gc.get_antialiased())
+            drawn = self.bitmaps.get(key)
+            if drawn is None:
+                try:
+                    font = self._prepare_font(prop)
+                    font.set_text(s, 0, flags=key[3])
+                    font.draw_glyphs_to_bitmap(antialiased=key[4])
+                    drawn = (np.array(font.get_image()), *(v / 64.0 for v in font.get_bitmap_offset()),
+                             font.get_descent() / 64.0)
+                except (AttributeError, TypeError, ValueError):
+                    type(self).whole_strings = False
+                    return super().draw_text(gc, x, y, s, prop, angle, ismath, mtext)
+                if len(s) <= 60:
+                    self.bitmaps[key] = drawn
+                    if len(self.bitmaps) > 2000:
+                        del self.bitmaps[next(iter(self.bitmaps))]
+            image, xo, yo, descent = drawn
             x = round(x + xo + descent * math.sin(math.radians(angle)))
             y = round(y + yo + descent * math.cos(math.radians(angle)))
             self._renderer.draw_text_image(image, x, y + 1, angle, gc)

@@ -179,6 +179,7 @@ def test_text_drawn_a_string_at_a_time_looks_as_matplotlib_draws_it(monkeypatch)
     canvas_class, renderer_class = _agg_classes()
     monkeypatch.setattr(renderer_class, "whole_strings", True)
     strings, glyphs = ink(canvas_class, renderer_class, True), ink(canvas_class, renderer_class, False)
+    assert np.array_equal(ink(canvas_class, renderer_class, True), strings)  # from the kept bitmaps
     assert glyphs.sum() > 500 and abs(int(strings.sum()) - int(glyphs.sum())) < 0.1 * glyphs.sum()
     for axis in (0, 1):
         drawn_s, drawn_g = np.nonzero(strings.any(axis=axis))[0], np.nonzero(glyphs.any(axis=axis))[0]
@@ -190,6 +191,7 @@ def test_text_falls_back_to_matplotlibs_drawing_when_freetype_calls_are_missing(
 
     canvas_class, renderer_class = _agg_classes()
     monkeypatch.setattr(renderer_class, "whole_strings", True)
+    monkeypatch.setattr(renderer_class, "bitmaps", {})  # none drawn before
     prepare = renderer_class._prepare_font
 
     class NoBitmap:  # a font without the whole-string calls (a future matplotlib)
