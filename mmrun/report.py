@@ -23,6 +23,8 @@ from mmrun.record import replace_atomically
 MAX_POINTS = 3000  # cycles drawn per line
 MAX_FILLS = 400  # fills drawn one by one per side; more are aggregated into FILL_BINS time bins
 FILL_BINS = 180
+TITLE_SIZE = 10.5  # report.png's title, points
+TITLE_TOP = 0.885  # the price panel's top (figure fraction) under a two-line title
 # matplotlib settings every picture is drawn with. Text is most of a picture's time and
 # FreeType's hinting most of the text's: unhinted glyphs draw in about half the time, as legible
 # at 100 dpi (a little softer, spaced as the font designs them).
@@ -156,7 +158,7 @@ def _new_report_figure() -> tuple:
     axes = fig.subplots(3, 1, sharex=True, height_ratios=(3, 1.2, 1.6))
     # fixed margins (a constrained layout costs about a third of the picture's time); room
     # above each panel for its legend
-    fig.subplots_adjust(left=0.085, right=0.98, top=0.885, bottom=0.07, hspace=0.2)
+    fig.subplots_adjust(left=0.085, right=0.98, top=TITLE_TOP, bottom=0.07, hspace=0.2)
     for ax in axes:  # kept by an emptied figure
         ax.grid(alpha=0.25)
         ax.ticklabel_format(axis="y", useOffset=False, style="plain")
@@ -272,7 +274,7 @@ def draw(equity: pl.DataFrame, fills: pl.DataFrame, title: str, initial_value: f
     """
     base_ccy, quote_ccy = currencies(pair)
     fig, (ax_price, ax_inv, ax_eq) = _panels if _panels is not None else _new_report_figure()
-    fig.suptitle(title, fontsize=10.5)
+    _title(fig, title)
     if equity.height == 0:
         ax_price.text(0.5, 0.5, "no market data", ha="center", va="center", transform=ax_price.transAxes)
         return fig
@@ -338,6 +340,39 @@ def draw(equity: pl.DataFrame, fills: pl.DataFrame, title: str, initial_value: f
     ax_eq.set_xlabel("market time (UTC)")
     _place_axis_labels(fig, (ax_price, ax_inv, ax_eq))
     return fig
+
+
+def _title(fig: Any, title: str) -> None:
+    """fig's title: each line broken between its '  ·  ' parts where it is wider than the figure
+    (a long data file name, an early stop's note), the panels' top lowered a line for each line
+    beyond two (the legend above the price panel keeps its room)."""
+    from matplotlib.text import Text
+
+    renderer = fig.canvas.get_renderer()
+    room = 0.98 * fig.bbox.width
+    probe = Text(0, 0, "", fontsize=TITLE_SIZE, figure=fig)
+
+    def fits(text: str) -> bool:
+        probe.set_text(text)
+        return probe.get_window_extent(renderer).width <= room
+
+    lines: list = []
+    for line in title.split("\n"):
+        if fits(line):
+            lines.append(line)
+            continue
+        parts = line.split("  ·  ")
+        current = parts[0]
+        for part in parts[1:]:
+            if fits(current + "  ·  " + part):
+                current += "  ·  " + part
+            else:
+                lines.append(current)
+                current = part
+        lines.append(current)
+    fig.suptitle("\n".join(lines), fontsize=TITLE_SIZE)
+    line_height = TITLE_SIZE * 1.2 * fig.dpi / 72.0  # matplotlib's line spacing, in pixels
+    fig.subplots_adjust(top=TITLE_TOP - max(0, len(lines) - 2) * line_height / fig.bbox.height)
 
 
 def _place_axis_labels(fig: Any, axes: tuple) -> None:

@@ -206,3 +206,20 @@ def test_text_falls_back_to_matplotlibs_drawing_when_freetype_calls_are_missing(
     monkeypatch.setattr(renderer_class, "_prepare_font", lambda self, prop: NoBitmap(prepare(self, prop)))
     drawn = ink(canvas_class, renderer_class, True)
     assert renderer_class.whole_strings is False and drawn.sum() > 500
+
+
+def test_a_long_title_is_broken_between_its_parts_to_fit_over_the_panels():
+    """An early stop's note and a long data file name would run past the picture's edges: each
+    title line is broken between its '  ·  ' parts, the panels lowered for the third line, the
+    price panel's legend still under the title."""
+    equity, fills = synthetic(1500, 80)
+    long = dict(SUMMARY, status="max_ticks", ticks=1500, exchange="file", data_format="Parquet",
+                data_source="BTCUSDT-1m-2024-01-to-2025-06-binance-spot-with-a-long-name.parquet")
+    fig = draw(equity, fills, title_text(long, {"name": "inventory_skew", "levels": 3}, 0.002), 1000.0, pair="ABC/USDT")
+    fig.canvas.draw()
+    title = fig._suptitle
+    box, legend = title.get_window_extent(), fig.axes[0].get_legend().get_window_extent()
+    assert title.get_text().count("\n") >= 2 and title.get_text().split("\n")[-1].startswith("stopped early")
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width and legend.y1 < box.y0
+    short = draw(equity, fills, title_text(SUMMARY), 1000.0)
+    assert short._suptitle.get_text().count("\n") == 1 and short.subplotpars.top == 0.885
