@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 
 from mmrun import overfit
-from mmrun.record import read_json_object
+from mmrun.record import load_yaml, read_json_object
 from mmrun.validation import RETURNS_FILE, VALIDATION_FILE
 
 log = logging.getLogger("mmrun.sweep")
@@ -99,13 +99,11 @@ def study_trials(sweep_dir: Path, job_folders: Sequence[Path] = ()) -> Optional[
     """The trial count of the Optuna study behind a sweep that kept it in a database
     (hydra.sweeper.storage and study_name, read from the sweep's multirun.yaml or, as the Optuna
     sweeper writes none, from a job's .hydra/hydra.yaml); None otherwise or if unreadable."""
-    import yaml
-
     sweeper = None
     for path in [Path(sweep_dir) / "multirun.yaml"] + [Path(f) / ".hydra" / "hydra.yaml" for f in job_folders[:1]]:
         try:
             with open(path, encoding="utf-8") as f:
-                sweeper = ((yaml.safe_load(f) or {}).get("hydra") or {}).get("sweeper") or {}
+                sweeper = ((load_yaml(f) or {}).get("hydra") or {}).get("sweeper") or {}
             break
         except (OSError, ValueError):
             continue

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 from mmrun.errors import ConfigError
+from mmrun.record import load_yaml
 
 COMPARED = ("events.csv", "summary.json")
 
@@ -42,7 +43,7 @@ def recorded_overrides(folder: Path) -> List[str]:
         raise ConfigError(f"{folder}: not a run folder (no .hydra/overrides.yaml)")
     try:
         with open(path, encoding="utf-8") as f:
-            lines = yaml.safe_load(f) or []
+            lines = load_yaml(f) or []
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: unreadable ({str(exc).splitlines()[0]})") from None
     if not isinstance(lines, list):
@@ -61,7 +62,7 @@ def config_drift(folder: Path, overrides: Sequence[str]) -> List[str]:
     from mmrun.__main__ import CONF_DIR
 
     with open(folder / ".hydra" / "config.yaml", encoding="utf-8") as f:
-        recorded = _leaves(yaml.safe_load(f) or {})
+        recorded = _leaves(load_yaml(f) or {})
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="rerun"):
         now = _leaves(OmegaConf.to_container(compose(config_name="config", overrides=list(overrides)), resolve=False))
     missing = object()

@@ -38,15 +38,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmrun.config import DIRECTIONS, OBJECTIVES, check_sweep
 from mmrun.errors import ConfigError, MmrunError
-from mmrun.record import read_json_object, write_csv, write_parquet
+from mmrun.record import load_yaml, read_json_object, write_csv, write_parquet
 
 log = logging.getLogger("mmrun.sweep")
 
 SUMMARY_CSV = "sweep_summary.csv"
 SUMMARY_PARQUET = "sweep_summary.parquet"
 TOP_DIR = "top"  # <sweep>/top/<job>: the full re-runs of the best jobs of a lean sweep
-# libyaml's parser when PyYAML has it: a 10,000-job sweep reads 20,000 small YAML files
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 HEATMAP_PNG = "heatmap.png"
 # Metrics shown in the leaderboard beside the objective (when the summaries have them).
 BOARD_METRICS = ("total_return_pct", "pnl", "trades", "max_drawdown_pct", "sharpe")
@@ -132,7 +130,7 @@ def _mode_and_num(hydra_yaml: Path) -> Tuple[Any, Any]:
     mode, num = _MODE_LINE.findall(text), _NUM_LINE.findall(text)
     if len(mode) == 1 and len(num) == 1:
         return mode[0], int(num[0])
-    hydra_cfg = (yaml.load(text, Loader=_YAML_LOADER) or {}).get("hydra", {})
+    hydra_cfg = (load_yaml(text) or {}).get("hydra", {})
     return hydra_cfg.get("mode"), (hydra_cfg.get("job") or {}).get("num")
 
 
@@ -154,7 +152,7 @@ def read_jobs(sweep_dir: Path) -> List[Job]:
         try:
             mode, num = _mode_and_num(hydra_yaml)
             with open(folder / ".hydra" / "overrides.yaml", encoding="utf-8") as f:
-                lines = [str(x) for x in (yaml.load(f, Loader=_YAML_LOADER) or [])]
+                lines = [str(x) for x in (load_yaml(f) or [])]
             overrides = parse_overrides(lines)
         except (OSError, yaml.YAMLError) as exc:
             log.warning("%s: not a readable job folder (%s); skipped", folder, exc)
@@ -431,7 +429,7 @@ def _declared_from_multirun_yaml(path: Path) -> List[str]:
         return []
     try:
         with open(path, encoding="utf-8") as f:
-            hydra_cfg = (yaml.safe_load(f) or {}).get("hydra", {})
+            hydra_cfg = (load_yaml(f) or {}).get("hydra", {})
         return declared_keys(hydra_cfg.get("overrides", {}).get("task", []), hydra_cfg.get("sweeper", {}).get("params"))
     except (OSError, yaml.YAMLError, ValueError) as exc:  # a damaged multirun.yaml: fall back to differences
         log.warning("%s: unreadable (%s); swept keys taken from the jobs' differences", path, exc)
