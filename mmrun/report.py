@@ -4,7 +4,14 @@ Drawn off-screen (matplotlib's Agg canvas on a Figure, no pyplot, no display), i
 when a picture is made. Long runs are thinned to at most MAX_POINTS cycles; more than
 MAX_FILLS fills a side are aggregated into FILL_BINS time bins (one marker per bin at its
 volume-weighted price), so a picture takes about the same time whatever the run's length and
-a long run is not a solid band of markers.
+a long run is not a solid band of markers. The sweep's pictures (heatmap.png, trials.png) and a
+several-pair run's overview are here too.
+
+A picture's CPU time is mostly text and the PNG: text is drawn unhinted (PICTURE_RC) and a
+string at a time (_agg_classes), short strings' bitmaps kept for the next picture; the figure
+of report.png is kept per process (_KEPT) with its canvas; axis labels are placed once
+(_place_axis_labels); the PNG is RGB, lightly compressed (write_png). bench/bench_report.py
+measures it.
 """
 
 from __future__ import annotations
