@@ -431,6 +431,32 @@ def write_report(folder: Path, equity: pl.DataFrame, fills: pl.DataFrame, summar
     return path
 
 
+@_picture
+def warm_up() -> None:
+    """Make this process's report figure (the one write_report keeps) and draw it once, with
+    made-up data and without Polars, so that processes forked from this one inherit it: the
+    figure and its ticks, the fonts loaded, the common labels' bitmaps. A process's first
+    report.png otherwise costs about three times the next ones. A parent about to fork workers
+    must not start Polars' thread pool (mmrun.workers): nothing here touches Polars."""
+    if "report" in _KEPT:
+        return
+    fig, axes = _new_report_figure()
+    t = (np.int64(1_735_689_600_000) + np.arange(200, dtype=np.int64) * 60_000).astype("datetime64[ms]")
+    wave = 100.0 + np.sin(np.arange(200) / 20.0)
+    for ax, label in zip(axes, ("price (USDT)", "inventory (BTC)", "value (USDT)")):
+        ax.plot(t, wave, label="mid")
+        ax.fill_between(t, wave, step="post", alpha=0.35, lw=0)
+        ax.scatter(t[::20], wave[::20], marker="^", s=14.0, label="buys")
+        ax.set_ylabel(label)
+        _legend_above(ax, 3)
+    axes[-1].set_xlabel("market time (UTC)")
+    _title(fig, "warm-up\nreturn +0.000 %")
+    _place_axis_labels(fig, axes)
+    fig.canvas.draw()
+    _emptied(fig, axes)
+    _KEPT["report"] = (fig, axes)
+
+
 def write_png(canvas: Any, path: Path) -> None:
     """A drawn Agg canvas as an RGB PNG (its figure is opaque: the alpha channel would only
     cost time), lightly compressed. Most of a PNG's time is PIL's choice of a filter per row,

@@ -223,3 +223,17 @@ def test_a_long_title_is_broken_between_its_parts_to_fit_over_the_panels():
     assert 0 <= box.x0 and box.x1 <= fig.bbox.width and legend.y1 < box.y0
     short = draw(equity, fills, title_text(SUMMARY), 1000.0)
     assert short._suptitle.get_text().count("\n") == 1 and short.subplotpars.top == 0.885
+
+
+def test_a_warmed_up_figure_draws_the_same_bytes_as_a_new_one(tmp_path):
+    """report.warm_up() (before a fork) makes the kept figure with made-up data: the pictures drawn
+    on it afterwards are those of a new figure."""
+    from mmrun import report
+
+    equity, fills = synthetic(800, 60)
+    report._KEPT.clear()
+    new = write_report(tmp_path, equity, fills, SUMMARY).read_bytes()
+    report._KEPT.clear()
+    report.warm_up()
+    assert "report" in report._KEPT
+    assert write_report(tmp_path, equity, fills, SUMMARY).read_bytes() == new
