@@ -330,7 +330,7 @@ def events_frame(ts_ms: np.ndarray, event_type: str, pair: str, side: np.ndarray
             "base_inventory": cols["base"],
             "quote_inventory": cols["quote"],
             "total_value": cols["base"] * cols["mid"] + cols["quote"],
-            "side": pl.Series(side, dtype=pl.String).cast(SIDES),
+            "side": side if getattr(side, "dtype", None) == SIDES else pl.Series(side, dtype=pl.String).cast(SIDES),
             "fee": cols["fee"],
             "mid": cols["mid"],
         }

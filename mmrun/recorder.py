@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from mmrun.errors import DataError
-from mmrun.record import (EQUITY_SCHEMA, MARKET_SCHEMA, append_whole, cut_to_whole_lines, events_frame, frame,
+from mmrun.record import (EQUITY_SCHEMA, MARKET_SCHEMA, SIDES, append_whole, cut_to_whole_lines, events_frame, frame,
                           output_error, replace_atomically)
 
 log = logging.getLogger("mmrun")
@@ -94,10 +94,10 @@ class PairOutcome:
         return self._run
 
 
-def side_names(side: Any) -> pl.Series:
-    """'buy' | 'sell' (String) from +1 / -1 (array-like, k)."""
-    return pl.Series(np.asarray(side, dtype=np.float64) > 0).replace_strict({True: "buy", False: "sell"},
-                                                                           return_dtype=pl.String)
+def side_names(side: Any, dtype: Any = pl.String) -> pl.Series:
+    """'buy' | 'sell' from +1 / -1 (array-like, k), as a String or dtype (record.SIDES) Series."""
+    buy = pl.Series(np.asarray(side, dtype=np.float64) > 0)
+    return pl.select(pl.when(buy).then(pl.lit("buy", dtype=dtype)).otherwise(pl.lit("sell", dtype=dtype))).to_series()
 
 
 def fills_frame(ts_ms, side, price, amount, fee, base, quote) -> pl.DataFrame:
@@ -456,7 +456,7 @@ def bulk_events(pair: str, run: Any, fill_cols: np.ndarray) -> pl.DataFrame:
         run.ts_ms[run.fill_row],
         "FILL",
         pair,
-        side_names(fill_cols[engine.F_SIDE]),
+        side_names(fill_cols[engine.F_SIDE], SIDES),
         price=fill_cols[engine.F_PRICE],
         amount=fill_cols[engine.F_AMOUNT],
         base=fill_cols[engine.F_BASE],
