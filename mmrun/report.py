@@ -7,9 +7,8 @@ volume-weighted price), so a picture takes about the same time whatever the run'
 a long run is not a solid band of markers. The sweep's pictures (heatmap.png, trials.png) and a
 several-pair run's overview are here too.
 
-A picture's CPU time is mostly text and the PNG: text is drawn unhinted (PICTURE_RC) and a
-string at a time (_agg_classes), short strings' bitmaps kept for the next picture; the figure
-of report.png is kept per process (_KEPT) with its canvas; axis labels are placed once
+A picture's CPU time is mostly text and the PNG: text is drawn unhinted (PICTURE_RC); the
+figure of report.png is kept per process (_KEPT) with its canvas; axis labels are placed once
 (_place_axis_labels); the PNG is RGB, lightly compressed (write_png). bench/bench_report.py
 measures it.
 """
@@ -173,64 +172,10 @@ def _new_report_figure() -> tuple:
 
 
 def _canvas(fig: Any) -> Any:
-    """Give fig an Agg canvas whose renderer draws each text as one bitmap (_text_renderer)."""
-    return _agg_classes()[0](fig)
+    """Give fig matplotlib's Agg canvas (off-screen)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-
-@functools.lru_cache(maxsize=None)
-def _agg_classes() -> tuple:
-    """(canvas class, renderer class): matplotlib's Agg canvas and renderer, drawing a text as
-    matplotlib did up to 3.10, one bitmap per string (FreeType lays out and renders the whole
-    string in one call, its size and kerning those matplotlib measures the text with), placed at
-    a whole pixel. Matplotlib 3.11 draws glyph by glyph, with Python work for each: three times
-    the time for a line of a title, most of a picture's text time. A short string's bitmap is
-    kept for the next picture: a sweep's pictures share most of their tick, axis and legend
-    labels. Mathtext ($...$) and any failure of this path (a matplotlib without these FreeType
-    calls) go to matplotlib's own."""
-    import math
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg, get_hinting_flag
-
-    class StringTextRenderer(RendererAgg):
-        whole_strings = True
-        # a string's bitmap and offsets, kept for the next picture (the oldest dropped): the labels
-        # pictures share (ticks, axes, legends), not titles
-        bitmaps: Dict[tuple, tuple] = {}
-
-        def draw_text(self, gc, x, y, s, prop, angle, ismath=False, mtext=None):
-            if ismath or not self.whole_strings:
-                return super().draw_text(gc, x, y, s, prop, angle, ismath, mtext)
-            key = (s, prop.copy(), self.dpi, get_hinting_flag(), gc.get_antialiased())
-            drawn = self.bitmaps.get(key)
-            if drawn is None:
-                try:
-                    font = self._prepare_font(prop)
-                    font.set_text(s, 0, flags=key[3])
-                    font.draw_glyphs_to_bitmap(antialiased=key[4])
-                    drawn = (np.array(font.get_image()), *(v / 64.0 for v in font.get_bitmap_offset()),
-                             font.get_descent() / 64.0)
-                except (AttributeError, TypeError, ValueError):
-                    type(self).whole_strings = False
-                    return super().draw_text(gc, x, y, s, prop, angle, ismath, mtext)
-                if len(s) <= 60:
-                    self.bitmaps[key] = drawn
-                    if len(self.bitmaps) > 2000:
-                        del self.bitmaps[next(iter(self.bitmaps))]
-            image, xo, yo, descent = drawn
-            x = round(x + xo + descent * math.sin(math.radians(angle)))
-            y = round(y + yo + descent * math.cos(math.radians(angle)))
-            self._renderer.draw_text_image(image, x, y + 1, angle, gc)
-
-    class StringTextCanvas(FigureCanvasAgg):
-        def get_renderer(self):
-            w, h = self.get_width_height(physical=True)
-            key = w, h, self.figure.dpi
-            if self._lastKey != key:  # a new size: a new renderer, as FigureCanvasAgg does
-                self.renderer = StringTextRenderer(w, h, self.figure.dpi)
-                self._lastKey = key
-            return self.renderer
-
-    return StringTextCanvas, StringTextRenderer
+    return FigureCanvasAgg(fig)
 
 
 _PICTURE_LOCK = threading.RLock()
@@ -429,32 +374,6 @@ def write_report(folder: Path, equity: pl.DataFrame, fills: pl.DataFrame, summar
     # text per renderer, so labels a picture shares with the last one are not measured again
     _save(fig, path)
     return path
-
-
-@_picture
-def warm_up() -> None:
-    """Make this process's report figure (the one write_report keeps) and draw it once, with
-    made-up data and without Polars, so that processes forked from this one inherit it: the
-    figure and its ticks, the fonts loaded, the common labels' bitmaps. A process's first
-    report.png otherwise costs about three times the next ones. A parent about to fork workers
-    must not start Polars' thread pool (mmrun.workers): nothing here touches Polars."""
-    if "report" in _KEPT:
-        return
-    fig, axes = _new_report_figure()
-    t = (np.int64(1_735_689_600_000) + np.arange(200, dtype=np.int64) * 60_000).astype("datetime64[ms]")
-    wave = 100.0 + np.sin(np.arange(200) / 20.0)
-    for ax, label in zip(axes, ("price (USDT)", "inventory (BTC)", "value (USDT)")):
-        ax.plot(t, wave, label="mid")
-        ax.fill_between(t, wave, step="post", alpha=0.35, lw=0)
-        ax.scatter(t[::20], wave[::20], marker="^", s=14.0, label="buys")
-        ax.set_ylabel(label)
-        _legend_above(ax, 3)
-    axes[-1].set_xlabel("market time (UTC)")
-    _title(fig, "warm-up\nreturn +0.000 %")
-    _place_axis_labels(fig, axes)
-    fig.canvas.draw()
-    _emptied(fig, axes)
-    _KEPT["report"] = (fig, axes)
 
 
 def write_png(canvas: Any, path: Path) -> None:

@@ -158,56 +158,6 @@ def test_a_heatmap_drawn_as_a_scatter_has_the_usual_size(tmp_path):
     assert (width, height) == (900, 550) and path.read_bytes()[25] == 2
 
 
-def ink(canvas_class, renderer_class, whole_strings):
-    """Dark pixels of two texts (a line of a title, a rotated axis label) drawn one way or the other."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 1.2), dpi=100)
-    canvas_class(fig)
-    fig.text(0.02, 0.5, "return -11.804 %  ·  vs holding -1,180.44  ·  15836 fills", fontsize=10.5)
-    fig.text(0.95, 0.1, "price (USDT)", rotation=90)
-    renderer_class.whole_strings = whole_strings
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[..., 0] < 128
-
-
-def test_text_drawn_a_string_at_a_time_looks_as_matplotlib_draws_it(monkeypatch):
-    """report.png's texts are drawn as one bitmap per string: the same ink, in the same place
-    (to a pixel), as matplotlib's glyph-by-glyph drawing."""
-    from mmrun.report import _agg_classes
-
-    canvas_class, renderer_class = _agg_classes()
-    monkeypatch.setattr(renderer_class, "whole_strings", True)
-    strings, glyphs = ink(canvas_class, renderer_class, True), ink(canvas_class, renderer_class, False)
-    assert np.array_equal(ink(canvas_class, renderer_class, True), strings)  # from the kept bitmaps
-    assert glyphs.sum() > 500 and abs(int(strings.sum()) - int(glyphs.sum())) < 0.1 * glyphs.sum()
-    for axis in (0, 1):
-        drawn_s, drawn_g = np.nonzero(strings.any(axis=axis))[0], np.nonzero(glyphs.any(axis=axis))[0]
-        assert abs(drawn_s[0] - drawn_g[0]) <= 1 and abs(drawn_s[-1] - drawn_g[-1]) <= 1
-
-
-def test_text_falls_back_to_matplotlibs_drawing_when_freetype_calls_are_missing(monkeypatch):
-    from mmrun.report import _agg_classes
-
-    canvas_class, renderer_class = _agg_classes()
-    monkeypatch.setattr(renderer_class, "whole_strings", True)
-    monkeypatch.setattr(renderer_class, "bitmaps", {})  # none drawn before
-    prepare = renderer_class._prepare_font
-
-    class NoBitmap:  # a font without the whole-string calls (a future matplotlib)
-        def __init__(self, font):
-            self.font = font
-
-        def __getattr__(self, name):
-            if name == "draw_glyphs_to_bitmap":
-                raise AttributeError(name)
-            return getattr(self.font, name)
-
-    monkeypatch.setattr(renderer_class, "_prepare_font", lambda self, prop: NoBitmap(prepare(self, prop)))
-    drawn = ink(canvas_class, renderer_class, True)
-    assert renderer_class.whole_strings is False and drawn.sum() > 500
-
-
 def test_a_long_title_is_broken_between_its_parts_to_fit_over_the_panels():
     """An early stop's note and a long data file name would run past the picture's edges: each
     title line is broken between its '  ·  ' parts, the panels lowered for the third line, the
@@ -223,17 +173,3 @@ def test_a_long_title_is_broken_between_its_parts_to_fit_over_the_panels():
     assert 0 <= box.x0 and box.x1 <= fig.bbox.width and legend.y1 < box.y0
     short = draw(equity, fills, title_text(SUMMARY), 1000.0)
     assert short._suptitle.get_text().count("\n") == 1 and short.subplotpars.top == 0.885
-
-
-def test_a_warmed_up_figure_draws_the_same_bytes_as_a_new_one(tmp_path):
-    """report.warm_up() (before a fork) makes the kept figure with made-up data: the pictures drawn
-    on it afterwards are those of a new figure."""
-    from mmrun import report
-
-    equity, fills = synthetic(800, 60)
-    report._KEPT.clear()
-    new = write_report(tmp_path, equity, fills, SUMMARY).read_bytes()
-    report._KEPT.clear()
-    report.warm_up()
-    assert "report" in report._KEPT
-    assert write_report(tmp_path, equity, fills, SUMMARY).read_bytes() == new
