@@ -99,6 +99,9 @@ def _warm(job_cfg: Optional[DictConfig]) -> None:
     mmrun.workers; a backtest's outcome makes its frames only when asked)."""
     import mmrun.__main__  # noqa: F401
     import mmrun.runner  # noqa: F401
+    from mmrun.output import _versions
+
+    _versions()  # run_info.json's package versions (importlib.metadata: tens of ms), read once
 
     try:
         import numpy as np

@@ -154,33 +154,34 @@ def _install_stop_handlers(stop: asyncio.Event) -> None:
 # ---------------------------------------------------------------- backtests
 
 
-_SPACINGS: Dict[int, tuple] = {}  # id(ts) -> (ts, median spacing): a sweep worker replays one market many times
+_CHECKED: Dict[int, tuple] = {}  # id(ts) -> (ts, median spacing): a sweep worker replays one market many times
 
 
-def _median_spacing_s(ts: np.ndarray) -> Optional[float]:
-    """The median spacing of the market's timestamps (ms, shape (n,)) in seconds; None for n < 2.
-    Kept per array (the cached market a sweep's jobs share): about 5 ms a million rows."""
-    if len(ts) < 2:
-        return None
-    hit = _SPACINGS.get(id(ts))
+def _checked_times(ts: np.ndarray, source: str) -> Optional[float]:
+    """The market's timestamps (ms, shape (n,)) checked (limits.check_market_times: DataError
+    naming source and row), and their median spacing in seconds (None for n < 2). Kept per
+    array once checked (the cached market a sweep's jobs share): about 6 ms a million rows."""
+    from mmrun.limits import check_market_times
+
+    hit = _CHECKED.get(id(ts))
     if hit is None or hit[0] is not ts:
-        if len(_SPACINGS) >= 8:
-            _SPACINGS.clear()
-        hit = _SPACINGS[id(ts)] = (ts, float(np.median(np.diff(ts))) / 1000.0)
+        check_market_times(ts, source)
+        if len(_CHECKED) >= 8:
+            _CHECKED.clear()
+        spacing = float(np.median(np.diff(ts))) / 1000.0 if len(ts) >= 2 else None
+        hit = _CHECKED[id(ts)] = (ts, spacing)
     return hit[1]
 
 
 def _run_backtests(cfg: Any, specs: List[PairSpec], checked: Dict[str, Any]) -> List[PairOutcome]:
     """checked: filled with validation.json's entry per pair under sweep.holdout / sweep.folds."""
     from mmrun.backtest import run_backtest
-    from mmrun.limits import check_market_times
 
     outcomes = []
     for spec in specs:
         market = backtest_market(cfg, spec.pair)
         ts = np.asarray(market.rows["ts_ms"])
-        check_market_times(ts, f"data.path={cfg.data.path}" if cfg.data.path else f"{cfg.exchange.id} {spec.pair}")
-        dt_s = _median_spacing_s(ts)
+        dt_s = _checked_times(ts, f"data.path={cfg.data.path}" if cfg.data.path else f"{cfg.exchange.id} {spec.pair}")
         params = build_params(cfg, spec.capital, market.tick, dt_s=dt_s, rules=market.rules)
         def replay(r, spec=spec, params=params):
             # run.start=target: the split is made at the first mid of the rows replayed
