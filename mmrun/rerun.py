@@ -1,7 +1,8 @@
 """`python -m mmrun.rerun RUN_FOLDER [--out DIR]`: run a folder's exact config again, into a new folder.
 
-A run folder records its command-line overrides (`.hydra/overrides.yaml`) and the config they
-composed to (`.hydra/config.yaml`). The re-run composes the same overrides, refuses if the
+A run folder records its command-line overrides (`.hydra/overrides.yaml`), the config they
+composed to (`.hydra/config.yaml`) and the folder it was started from (`.hydra/hydra.yaml`: a
+relative `data.path` is read from there again). The re-run composes the same overrides, refuses if the
 result is not that recorded config (the conf/ files changed since: check out the mmrun
 version in its summary), runs it into a new folder, and compares the new events.csv and
 summary.json with the old ones byte for byte. Exit codes: 0 identical, 1 different (or the
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import os
 import re
 import sys
 from datetime import datetime
@@ -104,18 +106,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as exc:
         print(f"mmrun: error: {exc}", file=sys.stderr)
         return 2
-    print(f"mmrun: re-running {folder} ({' '.join(overrides) or 'no overrides'}) into {out}", flush=True)
+    folder, out = folder.resolve(), out.resolve()
+    # relative paths in the overrides (data.path=btc.csv) meant the run's own working folder
+    workdir = recorded_workdir(folder)
+    here = Path.cwd()
+    where = f" (in its working folder {workdir})" if workdir is not None and workdir != here else ""
+    print(f"mmrun: re-running {folder} ({' '.join(overrides) or 'no overrides'}) into {out}{where}", flush=True)
     from mmrun.__main__ import main as mmrun_main
 
     saved_argv = sys.argv
     sys.argv = ["mmrun", *overrides, f"hydra.run.dir={_quote(out)}"]
     try:
+        if where:
+            os.chdir(workdir)
         mmrun_main()
     except SystemExit as exc:
         if exc.code not in (0, None):
             return int(exc.code) if isinstance(exc.code, int) else 1
     finally:
         sys.argv = saved_argv
+        os.chdir(here)
     compared = compared_files(folder)
     different = [name for name in compared if not _same(folder / name, out / name)]
     for name in compared:
@@ -124,6 +134,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"mmrun: the re-run differs from {folder} in {', '.join(different)}", file=sys.stderr)
         return 1
     return 0
+
+
+def recorded_workdir(folder: Path) -> Optional[Path]:
+    """The folder the run was started from (Hydra's hydra.runtime.cwd in .hydra/hydra.yaml), if
+    it is recorded and still a folder; None otherwise."""
+    try:
+        with open(folder / ".hydra" / "hydra.yaml", encoding="utf-8") as f:
+            cwd = (((load_yaml(f) or {}).get("hydra") or {}).get("runtime") or {}).get("cwd")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return Path(cwd) if isinstance(cwd, str) and Path(cwd).is_dir() else None
 
 
 def compared_files(folder: Path) -> List[str]:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 import yaml
@@ -426,3 +427,24 @@ def test_ray_sweep_on_a_local_ray_started_by_the_sweep(tmp_path: Path, monkeypat
     assert r.returncode == 0, r.stderr[-2000:]
     assert "Started a local Ray instance" in r.stdout + r.stderr
     _check_rows_match_summaries(d, 2)
+
+
+def test_rerun_reads_a_relative_data_path_from_the_runs_own_working_folder(tmp_path: Path):
+    """data.path=candles.csv meant the folder the run was started from; a re-run started anywhere
+    else reads the same file (Hydra records that folder in .hydra/hydra.yaml)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    ts = 1_767_225_600_000 + 60_000 * np.arange(300)
+    close = 100.0 + np.cumsum(np.where(np.arange(300) % 3 == 0, 0.4, -0.15))
+    pl.DataFrame({"timestamp": ts, "open": close, "high": close + 0.3, "low": close - 0.3, "close": close,
+                  "volume": np.full(300, 5.0)}).write_csv(work / "candles.csv")
+    first, again = tmp_path / "first", tmp_path / "again"
+    r = run_mmrun("mode=backtest", "data.path=candles.csv", run_dir=first, cwd=work)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "mmrun.rerun", str(first), "--out", str(again)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"(in its working folder {work})" in r.stdout
+    for name in ("events.csv", "summary.json"):
+        assert (first / name).read_bytes() == (again / name).read_bytes()
+    assert json.loads((again / "summary.json").read_text())["trades"] > 0
