@@ -395,14 +395,15 @@ def write_png(canvas: Any, path: Path) -> None:
 # ---------------------------------------------------------------- sweep pictures
 
 
-def number_format(values: np.ndarray) -> str:
-    """One format for every number of a picture: fixed decimals, enough for three significant
-    digits of the largest magnitude (0.139 -> '{:.3f}', 12.5 -> '{:.1f}', 1234 -> '{:,.0f}')."""
+def number_format(values: np.ndarray, significant: int = 3) -> str:
+    """One format for a set of numbers (a picture's, a table column's): fixed decimals, enough
+    for `significant` digits of the largest magnitude (3: 0.139 -> '{:.3f}', 12.5 -> '{:.1f}',
+    1234 -> '{:,.0f}')."""
     finite = np.abs(values[np.isfinite(values)])
     top = float(finite.max()) if finite.size else 0.0
     if top == 0.0:
         return "{:.0f}"
-    decimals = min(6, max(0, 2 - int(np.floor(np.log10(top)))))
+    decimals = min(6, max(0, significant - 1 - int(np.floor(np.log10(top)))))
     return "{:,.%df}" % decimals
 
 

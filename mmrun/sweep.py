@@ -299,7 +299,15 @@ def leaderboard(table: pl.DataFrame, swept: Sequence[str], objective: str, direc
     if "full_folder" in table.columns and table["full_folder"].null_count() < table.height:
         cols.append("full_folder")
     ranked = table.filter(pl.col("rank").is_not_null()).head(top)
-    body = [[_fmt(v) for v in row] for row in ranked.select(cols).iter_rows()]
+    # each metric column in one format (fixed decimals: four significant digits of its largest
+    # value; counts with thousands separators), so that its numbers line up; the swept values as
+    # they were given
+    from mmrun.report import number_format
+
+    fmts = {c: number_format(ranked[c].cast(pl.Float64).to_numpy(), 4) if ranked[c].dtype == pl.Float64 else "{:,}"
+            for c in metrics if ranked.height and ranked[c].dtype in (pl.Float64, pl.Int64)}
+    body = [[fmts[c].format(v) if c in fmts and v is not None else _fmt(v) for c, v in zip(cols, row)]
+            for row in ranked.select(cols).iter_rows()]
     widths = [max([len(c)] + [len(r[i]) for r in body]) for i, c in enumerate(cols)]
     n_ranked = table["rank"].drop_nulls().len()
     lines = [f"sweep {title}: {table.height} jobs, top {min(top, n_ranked)} by {objective} ({direction})"]

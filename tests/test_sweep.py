@@ -98,8 +98,10 @@ def test_leaderboard_shows_the_top_rows_and_every_failure(grid: Path):
     assert board[0] == f"sweep {grid}: 5 jobs, top 2 by total_return_pct (maximize)"
     assert board[1].split() == ["rank", "job", "spread", "sizing.order_size_pct", "total_return_pct",
                                 "trades", "max_drawdown_pct", "status"]
-    assert board[2].split() == ["1", "4", "0.002", "0.01", "0.75", "10", "0.1", "completed"]
-    assert board[3].split() == ["2", "1", "0.001", "0.02", "0.25", "20", "0.4", "completed"]
+    # each metric column in one format (four significant digits of its largest value), so the
+    # numbers line up; the swept values as given
+    assert board[2].split() == ["1", "4", "0.002", "0.01", "0.7500", "10", "0.1000", "completed"]
+    assert board[3].split() == ["2", "1", "0.001", "0.02", "0.2500", "20", "0.4000", "completed"]
     # the error names spread=0.0 itself: the job's spread is not said twice
     assert board[4] == "  job 2 failed: sizing.order_size_pct=0.01: spread=0.0 is out of range: allowed 0 < spread < 1"
     assert board[5] == "  job 3 failed: spread=0 sizing.order_size_pct=0.02: no summary.json: the job did not finish"
