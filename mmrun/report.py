@@ -93,7 +93,7 @@ def title_text(summary: Dict[str, Any], strategy: Any = None, spread: Optional[f
         head += f"  ·  {summary.get('data_source', '')} ({summary.get('data_format', '')})"  # the data it ran on
     quote = currencies(summary.get("pair"))[1]
     result = (
-        f"return {summary.get('total_return_pct', 0.0):+.3f} %  ·  vs holding {summary.get('pnl_vs_hold', 0.0):+,.2f}"
+        f"return {summary.get('total_return_pct', 0.0):+.3f} %  ·  vs holding {summary.get('pnl_vs_hold', 0.0):+,.2f} {quote}"
         f"  ·  {summary.get('trades', 0)} fills, fees {summary.get('fees', 0.0):,.2f} {quote}"
         f"  ·  max drawdown {summary.get('max_drawdown_pct', 0.0):.2f} %"
         f"  ·  markout(10) {summary.get('markout_10_bps', 0.0):+.1f} bps"
