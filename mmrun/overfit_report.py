@@ -18,7 +18,6 @@ in plain words for the terminal.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field

@@ -39,8 +39,8 @@ class PairOutcome:
     equity (record.EQUITY_SCHEMA, one row per quote cycle) and fills (fills_frame's columns) are
     Polars frames; run (stats.RunArrays) the same as arrays, what the summary's metrics are
     computed from. A paper run gives the frames; a backtest gives the arrays and `frames`, a
-    function making (equity, fills, events) from them, called only when a frame is asked for
-    (a lean sweep job asks only for the events). market: record.MARKET_SCHEMA, the rows paper
+    maker per frame ('equity', 'fills', 'events': a function of no argument), each called the
+    first time its frame is asked for (a lean sweep job asks only for the events). market: record.MARKET_SCHEMA, the rows paper
     cycles used (None: on disk already). events: a backtest's events, written in one go.
     fingerprint: sha256 of the market rows (fingerprint_rows). retries: transient exchange
     errors absorbed by a retry; trades_incomplete: cycles whose public trades could not all be
@@ -90,7 +90,7 @@ class PairOutcome:
         if self._run is None:
             from mmrun.stats import RunArrays
 
-            self._run = RunArrays.from_frames(self._equity, self._fills)
+            self._run = RunArrays.from_frames(self.equity, self.fills)
         return self._run
 
 
@@ -402,8 +402,8 @@ def bulk_outcome(pair: str, ts: np.ndarray, mid: np.ndarray, quoted: np.ndarray,
     from mmrun import engine
     from mmrun.stats import RunArrays
 
-    # column-major copies, once: a column of the row-major kernel arrays is strided, and Polars
-    # would copy it again for every frame it goes into
+    # each column contiguous, once (quoted comes column-major from the kernel: no copy; the fills
+    # are row-major): Polars would copy a strided column for every frame it goes into
     quoted_cols = np.ascontiguousarray(np.asarray(quoted, dtype=np.float64).T)
     fill_cols = np.ascontiguousarray(np.asarray(fills, dtype=np.float64).T)
     fill_rows = np.ascontiguousarray(fill_rows, dtype=np.int64)

@@ -2,8 +2,8 @@
 
 A run folder records its command-line overrides (`.hydra/overrides.yaml`), the config they
 composed to (`.hydra/config.yaml`) and the folder it was started from (`.hydra/hydra.yaml`: a
-relative `data.path` is read from there again). The re-run composes the same overrides, refuses if the
-result is not that recorded config (the conf/ files changed since: check out the mmrun
+relative `data.path` is read from there again). The re-run composes the same overrides, refuses
+if the result is not that recorded config (the conf/ files changed since: check out the mmrun
 version in its summary), runs it into a new folder, and compares the new events.csv and
 summary.json with the old ones byte for byte. Exit codes: 0 identical, 1 different (or the
 run failed), 2 a folder that cannot be re-run.

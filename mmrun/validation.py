@@ -94,12 +94,13 @@ def _on_grid(ts: np.ndarray, equity_at: Callable[[np.ndarray], np.ndarray], peri
 
 def write_returns(folder: Path, outcomes: Sequence[Any]) -> None:
     """returns.parquet in folder: period_returns of the run's equity (the PairOutcomes', summed).
-    A backtest of one pair is read off its arrays (stats.RunArrays: the equity is quote + base x
-    mid, computed at the grid's rows only), the same numbers as from its equity frame."""
+    A backtest of one pair is read off its arrays (stats.RunArrays: strictly rising times, the
+    equity quote + base x mid, computed at the grid's rows only), the same numbers as from its
+    equity frame."""
     from mmrun.record import write_parquet
 
     run = outcomes[0].run if len(outcomes) == 1 else None
-    if run is not None and run.equity is None and run.ts_ms.size and bool(np.all(run.ts_ms[1:] > run.ts_ms[:-1])):
+    if run is not None and run.equity is None and run.ts_ms.size:
         df = _on_grid(run.ts_ms, lambda idx: run.quote[idx] + run.base[idx] * run.mid[idx], PERIODS)
     else:
         df = period_returns([o.equity for o in outcomes])
