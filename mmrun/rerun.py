@@ -5,7 +5,7 @@ composed to (`.hydra/config.yaml`) and the folder it was started from (`.hydra/h
 relative `data.path` is read from there again). The re-run composes the same overrides, refuses
 if the result is not that recorded config (the conf/ files changed since: check out the mmrun
 version in its summary), runs it into a new folder, and compares the new events.csv and
-summary.json with the old ones byte for byte. Exit codes: 0 identical, 1 different (or the
+summary.json with the old ones byte for byte (a lean sweep job's events.parquet: its values). Exit codes: 0 identical, 1 different (or the
 run failed), 2 a folder that cannot be re-run.
 """
 
@@ -148,15 +148,28 @@ def recorded_workdir(folder: Path) -> Optional[Path]:
 
 
 def compared_files(folder: Path) -> List[str]:
-    """The files compared byte for byte: events.csv and summary.json; a lean sweep job's folder
-    (no events.csv) is compared on events.parquet instead."""
+    """The files compared: events.csv and summary.json byte for byte; a lean sweep job's folder
+    (no events.csv) is compared on events.parquet's rows instead (see _same)."""
     if not (folder / "events.csv").is_file() and (folder / "events.parquet").is_file():
         return ["events.parquet", "summary.json"]
     return list(COMPARED)
 
 
 def _same(a: Path, b: Path) -> bool:
-    return a.is_file() and b.is_file() and filecmp.cmp(a, b, shallow=False)
+    """Byte for byte; two Parquet files also when they hold the same columns and values (a lean
+    sweep job writes events.parquet LZ4-compressed, a full folder zstd-compressed)."""
+    if not (a.is_file() and b.is_file()):
+        return False
+    if filecmp.cmp(a, b, shallow=False):
+        return True
+    if a.suffix != ".parquet":
+        return False
+    import polars as pl
+
+    try:
+        return pl.read_parquet(a).equals(pl.read_parquet(b), null_equal=True)
+    except (OSError, pl.exceptions.PolarsError):
+        return False
 
 
 if __name__ == "__main__":
