@@ -93,10 +93,12 @@ def cores() -> int:
 
 def _warm(job_cfg: Optional[DictConfig]) -> None:
     """What every job needs, done once before the fork: the runner and the kernel's modules
-    imported, and for a backtest the compiled kernel and the summary metrics' passes loaded
-    (numba's cache) by replaying four rows with the first job's parameters. Only an
-    optimisation: a failure here is left to the jobs, which report it. No Polars work here (see
-    mmrun.workers; a backtest's outcome makes its frames only when asked)."""
+    imported, the compiled kernel and the summary metrics' passes loaded (numba's cache) with
+    the first job's parameters: a backtest replays four rows; a paper run steps one cycle (the
+    paper loop's entry point; loading it first also sets up numba's registries, ~0.6 s each
+    worker would otherwise pay in its first job). Only an optimisation: a failure here is left
+    to the jobs, which report it. No Polars work here (see mmrun.workers; a backtest's outcome
+    makes its frames only when asked)."""
     import mmrun.__main__  # noqa: F401
     import mmrun.runner  # noqa: F401
     from mmrun.output import _versions
@@ -112,11 +114,15 @@ def _warm(job_cfg: Optional[DictConfig]) -> None:
         from mmrun.runner import build_params
         from mmrun.stats import summary_metrics
 
-        if job_cfg is None or job_cfg.mode != "backtest":
+        if job_cfg is None or job_cfg.mode not in ("backtest", "paper"):
             return
         capital = float(job_cfg.capital)
         rows = {"ts_ms": np.arange(4, dtype=np.int64) * 60_000, **{k: np.full(4, 100.0) for k in ROW_FIELDS[1:]}}
         params = build_params(job_cfg, capital, 0.0, dt_s=60.0)
+        if job_cfg.mode == "paper":
+            stepper = engine.Stepper(params, engine.make_state(0.0, capital, params))
+            fills = np.empty((engine.max_fills(stepper.levels), engine.N_FILL))
+            stepper(engine.empty_quotes(stepper.levels), 99.9, 100.1, 100.0, 99.8, 100.2, 1.0, fills)
         out = run_backtest("warm-up", params, engine.make_state(0.0, capital, params), rows)
         summary_metrics(out.run, capital)  # the metrics' compiled passes
     except Exception as exc:  # noqa: BLE001 - the jobs meet (and report) any real problem
