@@ -95,8 +95,30 @@ def _freeze_survivors() -> None:
         gc.freeze()
 
 
+_exit_hook = False
+
+
+def _skip_final_collection() -> None:
+    """At exit (an atexit hook: after the sweep's workers are reaped, before logging's own
+    shutdown flushes its handlers), move every object to the permanent generation so that the
+    interpreter's last garbage collection skips them. A sweep's process walked its whole heap
+    (numba's compiler, Hydra, Polars, matplotlib, the report's frames) for about 0.4 s after its
+    last line was written: the time from reaping the workers to the process's exit, 0.50 s ->
+    0.09 s (strace, a 64-job sweep). Python does not promise to finalise objects still alive at
+    exit, and mmrun closes every file it writes (record.replace_atomically, the paper loop's
+    streams), so nothing is lost."""
+    gc.freeze()
+
+
 def main() -> None:
     from mmrun.cli_errors import one_line, os_error_line
+
+    global _exit_hook
+    if not _exit_hook:
+        import atexit
+
+        _exit_hook = True
+        atexit.register(_skip_final_collection)
     from mmrun.inputs import check_launcher_args, normalise_argv
 
     user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"

@@ -5,8 +5,9 @@ composed to (`.hydra/config.yaml`) and the folder it was started from (`.hydra/h
 relative `data.path` is read from there again). The re-run composes the same overrides, refuses
 if the result is not that recorded config (the conf/ files changed since: check out the mmrun
 version in its summary), runs it into a new folder, and compares the new events.csv and
-summary.json with the old ones byte for byte (a lean sweep job's events.parquet: its values). Exit codes: 0 identical, 1 different (or the
-run failed), 2 a folder that cannot be re-run.
+summary.json with the old ones byte for byte (a lean sweep job's events.parquet: value for
+value). Exit codes: 0 identical, 1 different (or the run failed), 2 a folder that cannot be
+re-run.
 """
 
 from __future__ import annotations

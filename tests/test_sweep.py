@@ -336,6 +336,23 @@ def test_rerun_of_a_paper_run_is_byte_identical(tmp_path: Path):
         assert (first / name).read_bytes() == (again / name).read_bytes()
 
 
+def test_rerun_compares_parquet_files_by_value_and_others_by_byte(tmp_path: Path):
+    from mmrun.record import write_parquet
+    from mmrun.rerun import _same
+
+    df = pl.DataFrame({"price": [100.0, 100.5, float("nan")], "side": ["buy", "sell", None]})
+    lean, full, other = tmp_path / "lean.parquet", tmp_path / "full.parquet", tmp_path / "other.parquet"
+    write_parquet(df, lean, fast=True)
+    write_parquet(df, full)
+    write_parquet(df.with_columns(pl.col("price") + 1e-9), other)
+    assert lean.read_bytes() != full.read_bytes()  # LZ4 and zstd
+    assert _same(lean, full) and _same(full, full)
+    assert not _same(lean, other) and not _same(lean, tmp_path / "missing.parquet")
+    (tmp_path / "a.csv").write_text("x\n1\n")
+    (tmp_path / "b.csv").write_text("x\n1.0\n")
+    assert not _same(tmp_path / "a.csv", tmp_path / "b.csv")
+
+
 def test_rerun_refuses_when_the_config_no_longer_composes_the_same(grid_sweep, tmp_path: Path):
     d, _ = grid_sweep
     folder = tmp_path / "edited"
