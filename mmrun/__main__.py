@@ -129,6 +129,10 @@ def main() -> None:
         # rewritten before Hydra reads the command line (mmrun/inputs.py)
         sys.argv[1:] = normalise_argv(sys.argv[1:])
         check_launcher_args(sys.argv[1:])
+        if _starts_mmrun_sweep(sys.argv[1:]):
+            from mmrun.launch import start_spare
+
+            start_spare(_task)  # warms up the sweep's workers while Hydra starts (mmrun.workers.Spare)
         _failures.clear()  # main() may run more than once in a process (tests)
         _task()
         if _failures:
@@ -149,6 +153,17 @@ def main() -> None:
             sys.exit(2)
         print(f"mmrun: internal error: {type(exc).__name__}: {one_line(exc)} (HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
         sys.exit(1)
+
+
+_NO_JOBS = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc",
+            "--resolve", "--experimental-rerun"}
+
+
+def _starts_mmrun_sweep(argv: list) -> bool:
+    """True for a command line that runs a sweep with mmrun's launcher (the default for --multirun)."""
+    if not any(a in ("--multirun", "-m") for a in argv) or any(a.split("=", 1)[0] in _NO_JOBS for a in argv):
+        return False
+    return not any(a.startswith("hydra/launcher=") and a.split("=", 1)[1] != "mmrun" for a in argv)
 
 
 def _report_unfinished_sweep() -> None:

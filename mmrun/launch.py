@@ -1,9 +1,11 @@
 """mmrun's sweep launcher and grid sweeper (the Hydra plugins in hydra_plugins/mmrun_launcher call into here).
 
 The launcher (`hydra/launcher=mmrun`, the default for --multirun) runs a sweep's jobs in warm
-worker processes (mmrun.workers.WarmPool): one per core, forked once, after this process has
-imported the runner and the compiled kernel's module, and kept for every batch of the sweep
-(an Optuna search launches many). Each job's config comes from mmrun.compose.JobComposer (Hydra
+worker processes (mmrun.workers.WarmPool): one per core, forked once and kept for every batch of
+the sweep (an Optuna search launches many). They are forked by the sweep's spare process
+(mmrun.workers.Spare, started by `python -m mmrun --multirun` before Hydra composes anything:
+it imports the runner and matplotlib and loads the compiled code on the second core meanwhile,
+then is sent this sweep's state), or, without a spare, by this process after the same warm-up. Each job's config comes from mmrun.compose.JobComposer (Hydra
 composes once per set of config-group choices; value overrides are applied the way Hydra applies
 them), and runs through Hydra's own `run_job`, so a job folder (`.hydra/`, the log file) is what
 any Hydra launcher writes. The console shows a progress bar on a terminal, one line per job
@@ -129,6 +131,99 @@ def _warm(job_cfg: Optional[DictConfig]) -> None:
         log.debug("kernel warm-up skipped: %s: %s", type(exc).__name__, exc)
 
 
+def warm_common() -> None:
+    """The warm-up of a sweep's spare process (mmrun.workers.Spare), which needs no config: the
+    runner's modules and matplotlib imported, run_info.json's package versions read, numba's
+    registries set up and the summary metrics' compiled passes loaded. It runs on the second core
+    while the sweep's process starts Hydra; `_warm` then adds the first job's kernel. No Polars
+    work (see mmrun.workers)."""
+    import numpy as np
+
+    import mmrun.__main__  # noqa: F401
+    import mmrun.market.sim  # noqa: F401
+    import mmrun.runner  # noqa: F401
+    from hydra.core.plugins import Plugins
+
+    from mmrun.output import _versions, import_plotting
+    from mmrun.stats import RunArrays, summary_metrics
+
+    Plugins.instance()  # Hydra's plugin discovery, kept when the sweep's state is restored here
+    _versions()
+    import_plotting()
+    n = 4
+    run = RunArrays(ts_ms=np.arange(n, dtype=np.int64) * 60_000, mid=np.full(n, 100.0), bid_quoted=np.full(n, 99.9),
+                    ask_quoted=np.full(n, 100.1), base=np.zeros(n), quote=np.full(n, 1000.0), equity=None,
+                    fill_row=np.zeros(1, dtype=np.int64), fill_side=np.ones(1), fill_price=np.full(1, 99.9),
+                    fill_amount=np.full(1, 0.1), fill_fee=np.zeros(1))
+    summary_metrics(run, 1000.0)
+
+
+_spare_task: Any = None  # the task function as the spare inherited it (start_spare)
+
+
+def start_spare(task: Any) -> None:
+    """Fork the sweep's spare process (mmrun.workers.Spare), warming up with warm_common. task:
+    mmrun's Hydra-decorated task; the spare inherits the function it wraps, which Hydra hands
+    the launcher (it cannot be pickled by name: that name is the decorated function)."""
+    global _spare_task
+    from mmrun.workers import start_spare as fork_spare
+
+    _spare_task = getattr(task, "__wrapped__", task)
+    fork_spare(warm_common)
+
+
+def _task_ref(task_function: Any) -> Any:
+    """task_function as the spare can be sent it: "inherited" for the one it has, else itself."""
+    return "inherited" if task_function is _spare_task else task_function
+
+
+def _hydra_state() -> Tuple[Dict[Any, Any], List[str]]:
+    """Hydra's global state in this process, as the spare is sent it: (Singleton instances: the
+    ConfigStore with the plugins' configs, HydraConfig, JobRuntime, GlobalHydra; the names of
+    OmegaConf's resolvers). The resolvers are functions (Hydra's own `now`, `hydra`, ...): the
+    spare registers Hydra's itself and checks it has every other one."""
+    from hydra.core.singleton import Singleton
+
+    state = Singleton.get_state()
+    return state["instances"], sorted(state["omegaconf_resolvers"])
+
+
+def _restore_hydra_state(instances: Dict[Any, Any], resolvers: List[str]) -> None:
+    """In the spare, forked before Hydra started: the sweep process's Hydra state, as Hydra's own
+    launchers restore it in their workers (Singleton.set_state), keeping the spare's discovered
+    plugins; RuntimeError if the sweep's process has a resolver the spare lacks (then the
+    launcher forks its workers itself)."""
+    from hydra.core.plugins import Plugins
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import setup_globals
+
+    setup_globals()  # Hydra's resolvers (`now` names the sweep folder), as Hydra registers them
+    missing = [name for name in resolvers if not OmegaConf.has_resolver(name)]
+    if missing:
+        raise RuntimeError(f"OmegaConf resolvers registered after the spare started: {', '.join(missing)}")
+    state = Singleton.get_state()
+    instances[Plugins] = Plugins.instance()
+    state["instances"] = instances
+    Singleton.set_state(state)
+
+
+def _spare_session(hydra_context: Any, composer: JobComposer, config: DictConfig, task_ref: Any,
+                   first: List[str], hydra_state: Tuple[Dict[Any, Any], List[str]]) -> Any:
+    """In the spare: this sweep's Session from the state the launcher sent (Hydra's globals, the
+    composer with its templates), the first job's kernel loaded; returns the workers' job
+    function (Session.run_one)."""
+    _restore_hydra_state(*hydra_state)
+    task = _spare_task if task_ref == "inherited" else task_ref
+    _composers[id(config)] = composer  # composer.master is config (sent in one pickle)
+    session = Session(hydra_context, task, config, 0, None)
+    try:
+        job_cfg = composer.compose(first)
+    except Exception:  # noqa: BLE001 - the job fails on its own
+        job_cfg = None
+    _warm(job_cfg)
+    return session.run_one
+
+
 def job_outcome(folder: Path) -> Tuple[str, Optional[str]]:
     """(status, error) from a job folder's summary.json; ('failed', why) if it has none."""
     try:
@@ -218,10 +313,23 @@ class Session:
     def _ensure_pool(self, n_first: int, first: List[str]) -> None:
         if self.pool is not None:
             return
+        import functools
         import threading
 
         from mmrun.output import import_plotting
-        from mmrun.workers import WarmPool
+        from mmrun.workers import WarmPool, take_spare
+
+        n = self.n_jobs if self.n_jobs > 0 else cores()
+        n = max(1, min(n, n_first) if self.n_jobs <= 0 else n)
+        spare = take_spare()
+        if spare is not None:
+            # the spare has warmed up beside Hydra's start: it forks the workers, loading the
+            # first job's kernel first, while this process imports matplotlib for its own pictures
+            factory = functools.partial(_spare_session, self.hydra_context, self.composer, self.config,
+                                        _task_ref(self.task_function), list(first), _hydra_state())
+            self.pool = spare.pool(factory, n, quiet=True, before_reply=import_plotting)
+            if self.pool is not None:
+                return
 
         # matplotlib is imported once here and inherited by the workers (the full re-runs draw
         # report.png; this process draws the sweep's pictures), instead of once per process. It
@@ -236,8 +344,6 @@ class Session:
             job_cfg = None
         _warm(job_cfg)
         plotting.join()  # no thread may be half-way through an import when the workers fork
-        n = self.n_jobs if self.n_jobs > 0 else cores()
-        n = max(1, min(n, n_first) if self.n_jobs <= 0 else n)
         self.pool = WarmPool(n, self.run_one, quiet=True)
 
     def _open_bar(self, total: int) -> None:

@@ -14,14 +14,25 @@ one that forked it (in case it died before the prctl), and the end of the worker
 Polars must not have started its thread pool in the parent before the fork (a forked child
 would wait forever for threads it does not have): the parent imports Polars but reads no data;
 each worker reads the sweep's data file once and keeps it (mmrun.market.history's cache).
+
+A `Spare` is a process forked at the very start of a sweep, before Hydra composes anything: it
+does the warm-up every worker needs (numba's registries and compiled passes, matplotlib) on the
+second core while the sweep's process is still starting, then, asked by the launcher with the
+sweep's state (pickled) and the workers' pipe ends (passed as file descriptors), forks the
+workers from itself. The launcher adopts them as a `WarmPool`; the spare stays their parent and
+reaps them. A sweep then starts its jobs ~0.4 s sooner on 2 cores; if the spare is gone or
+fails, the launcher forks its workers itself as before.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import gc
 import os
+import pickle
 import signal
+import socket
 import sys
 import traceback
 from multiprocessing.connection import Connection, Pipe, wait
@@ -126,6 +137,7 @@ class WarmPool:
             raise ValueError(f"a pool needs at least one worker, got {n}")
         self.parent_pid = os.getpid()
         self.workers: Dict[int, Tuple[Connection, int]] = {}  # slot -> (connection, pid)
+        self.adopted = False  # the workers are another process's children (a Spare's)
         # Objects alive now stay untouched by the children's garbage collector, so their memory
         # pages stay shared with the parent instead of being copied on the first collection. The
         # young generations are collected first; a full collection (about 0.1 s here, before any
@@ -155,9 +167,25 @@ class WarmPool:
             child_end.close()
             self.workers[slot] = (parent_end, pid)
 
+    @classmethod
+    def adopt(cls, workers: Sequence[Tuple[Connection, int]]) -> "WarmPool":
+        """A pool of running workers forked by another process (a Spare): [(connection, pid)].
+        Their parent reaps them; this pool feeds them, and kills them if they outstay close()."""
+        pool = cls.__new__(cls)
+        pool.parent_pid = os.getpid()
+        pool.workers = dict(enumerate(workers))
+        pool.adopted = True
+        return pool
+
     @property
     def pids(self) -> List[int]:
         return [pid for _, pid in self.workers.values()]
+
+    def _exited(self, pid: int, block: bool = False) -> Optional[str]:
+        """How worker pid ended, or None while it runs (block: wait for it, own children only)."""
+        if not self.adopted:
+            return _reap(pid, block)
+        return None if _running(pid) else "ended"
 
     def run(self, jobs: Sequence[Tuple[int, Any]], chunk: Optional[int] = None) -> Iterator[Tuple[int, bool, Any]]:
         """Run jobs [(idx, payload)]; yield (idx, ok, result or error text) as each job ends.
@@ -216,7 +244,7 @@ class WarmPool:
     def _lost(self, slot: int, inflight: Dict[int, List[int]]) -> Iterator[Tuple[int, bool, Any]]:
         conn, pid = self.workers.pop(slot)
         conn.close()
-        status = _reap(pid)
+        status = self._exited(pid, block=True) or "its pipe closed"
         for idx in inflight.pop(slot):
             yield idx, False, f"WorkerError: the worker process running this job died ({status})"
 
@@ -241,17 +269,36 @@ class WarmPool:
         import time
 
         for conn, pid in self.workers.values():
-            while deadline is not None and _reap(pid, block=False) is None and time.monotonic() < deadline:
+            while deadline is not None and self._exited(pid) is None and time.monotonic() < deadline:
                 time.sleep(0.01)
-            if _reap(pid, block=False) is None:
+            if self._exited(pid) is None:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-                _reap(pid)
+                if not self.adopted:
+                    _reap(pid)
             conn.close()
         self.workers.clear()
-        gc.unfreeze()
+        if not self.adopted:
+            gc.unfreeze()
+
+
+def _running(pid: int) -> bool:
+    """True while process pid exists and is not a zombie (Linux: /proc; else a signal 0)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
 
 
 def _reap(pid: int, block: bool = True) -> Optional[str]:
@@ -265,3 +312,207 @@ def _reap(pid: int, block: bool = True) -> Optional[str]:
     if os.WIFSIGNALED(status):
         return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
     return f"exit code {os.WEXITSTATUS(status)}"
+
+
+# ---------------------------------------------------------------- the spare
+
+SPARE_FDS_MAX = 256  # workers a spare can fork in one request (one pipe end each)
+
+
+class Spare:
+    """A process forked now that runs warm() and then waits to fork a pool's workers.
+
+    warm: what every worker needs, done once in the spare (imports, compiled code); it must not
+    start Polars' thread pool (see the module's docstring), and its failure only means a colder
+    start. The spare dies with this process (PR_SET_PDEATHSIG), and ends by itself when this
+    process closes its socket (at exit, or after a pool was made) and its workers have ended.
+    """
+
+    def __init__(self, warm: Callable[[], None]):
+        self.parent_pid = os.getpid()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the spare
+            code = 0
+            try:
+                ours.close()
+                _spare_main(theirs, self.parent_pid, warm)
+            except BaseException:  # noqa: BLE001
+                code = 1
+            finally:
+                os._exit(code)
+        theirs.close()
+        self.pid = pid
+        self.sock: Optional[socket.socket] = ours
+        atexit.register(self.close)
+
+    def pool(self, factory: Callable[[], JobFn], n: int, quiet: bool = True,
+             before_reply: Optional[Callable[[], None]] = None, timeout_s: float = 600.0) -> Optional[WarmPool]:
+        """n workers forked by the spare, each running factory()'s job function; None if the spare
+        cannot (gone, factory not picklable, factory failed, no reply within timeout_s), after
+        which the spare is closed. before_reply: run here while the spare forks (this process's
+        own warm-up). factory is called in the spare, once, before the workers are forked."""
+        if self.sock is None or not 1 <= n <= SPARE_FDS_MAX:
+            return None
+        try:
+            payload = pickle.dumps((factory, n, quiet))
+        except Exception:  # noqa: BLE001 - e.g. a closure: the launcher forks its workers itself
+            self.close()
+            return None
+        pipes = [Pipe(duplex=True) for _ in range(n)]
+        try:
+            _send_message(self.sock, payload)
+            socket.send_fds(self.sock, [b"fds"], [child.fileno() for _, child in pipes])
+        except OSError:
+            for a, b in pipes:
+                a.close()
+                b.close()
+            self.close()
+            return None
+        for _, child in pipes:
+            child.close()
+        if before_reply is not None:
+            try:
+                before_reply()
+            except Exception:  # noqa: BLE001 - only a warm-up
+                pass
+        reply = None
+        try:
+            self.sock.settimeout(timeout_s)
+            reply = pickle.loads(_recv_message(self.sock))
+        except (OSError, EOFError, pickle.UnpicklingError, socket.timeout):
+            pass
+        if not (isinstance(reply, tuple) and len(reply) == 2 and reply[0] == "ok" and len(reply[1]) == n):
+            for conn, _ in pipes:
+                conn.close()
+            self.close()
+            return None
+        self._forget()
+        return WarmPool.adopt([(conn, pid) for (conn, _), pid in zip(pipes, reply[1])])
+
+    def _forget(self) -> None:
+        """Close the socket (the spare then ends once its workers have; close() at exit reaps it)."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def close(self) -> None:
+        """End the spare now (SIGKILL) and reap it. Called at exit, after the pool's workers have
+        ended (WarmPool.close); any still running die with it (PR_SET_PDEATHSIG)."""
+        self._forget()
+        if self.pid is None:
+            return
+        if _reap(self.pid, block=False) is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            _reap(self.pid)
+        self.pid = None
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        part = sock.recv(n - len(data))
+        if not part:
+            raise EOFError("the other end closed the socket")
+        data += part
+    return bytes(data)
+
+
+def _recv_message(sock: socket.socket) -> bytes:
+    """One length-prefixed message (8 bytes little-endian length, then the bytes)."""
+    return _recv_exact(sock, int.from_bytes(_recv_exact(sock, 8), "little"))
+
+
+def _send_message(sock: socket.socket, data: bytes) -> None:
+    sock.sendall(len(data).to_bytes(8, "little") + data)
+
+
+def _spare_main(sock: socket.socket, parent_pid: int, warm: Callable[[], None]) -> None:
+    """The spare: warm up, take one request (a job-function factory and n pipe ends), fork the
+    n workers, reply with their pids, then reap them and end."""
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the sweep's process decides
+    try:
+        warm()
+    except Exception:  # noqa: BLE001 - a colder start for the workers, nothing more
+        pass
+    try:
+        factory, n, quiet = pickle.loads(_recv_message(sock))
+        _, fds, _, _ = socket.recv_fds(sock, 16, n)
+    except (OSError, EOFError, pickle.UnpicklingError):
+        return  # the sweep's process ended, or forked its workers itself
+    try:
+        if len(fds) != n:
+            raise ValueError(f"expected {n} pipe ends, got {len(fds)}")
+        run_job = factory()
+    except Exception:  # noqa: BLE001 - the launcher forks its own workers instead
+        for fd in fds:
+            os.close(fd)
+        _send_message(sock, pickle.dumps(("failed", traceback.format_exc())))
+        return
+    me = os.getpid()
+    gc.collect(1)  # as WarmPool: the workers share what is alive now, untouched
+    gc.freeze()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pids = []
+    for i, fd in enumerate(fds):
+        pid = os.fork()
+        if pid == 0:  # a worker
+            code = 0
+            try:
+                sock.close()
+                for j, other in enumerate(fds):
+                    if j != i:
+                        os.close(other)
+                _worker_loop(Connection(fd), run_job, me, quiet)
+            except BaseException:  # noqa: BLE001
+                code = 1
+            finally:
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                finally:
+                    os._exit(code)
+        pids.append(pid)
+    for fd in fds:
+        os.close(fd)
+    try:
+        _send_message(sock, pickle.dumps(("ok", pids)))
+    except OSError:
+        pass
+    sock.close()
+    while True:  # the workers end when the sweep closes the pool, or with this process
+        try:
+            os.wait()
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
+
+
+_spare: Optional[Spare] = None
+
+
+def start_spare(warm: Callable[[], None]) -> Optional[Spare]:
+    """Fork this process's spare (once); None where fork is not available."""
+    global _spare
+    if _spare is None and hasattr(os, "fork") and hasattr(socket, "send_fds"):
+        _spare = Spare(warm)
+    return _spare
+
+
+def take_spare() -> Optional[Spare]:
+    """The spare started by start_spare, handed out once; None if there is none or it has ended."""
+    global _spare
+    spare, _spare = _spare, None
+    if spare is not None and (spare.pid is None or _reap(spare.pid, block=False) is not None):
+        spare.pid = None
+        spare.close()
+        return None
+    return spare

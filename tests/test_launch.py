@@ -112,12 +112,55 @@ def test_a_dead_worker_fails_its_jobs_and_the_others_go_on():
         pool.close()
 
 
+def _square_fn():
+    return _square
+
+
+def _warmed():
+    import mmrun.stats  # noqa: F401
+
+
+def test_a_spare_forks_the_pool_and_a_failed_request_leaves_no_process(tmp_path: Path):
+    from mmrun.workers import Spare
+
+    spare = Spare(_warmed)
+    pool = spare.pool(_square_fn, 2)
+    try:
+        assert pool is not None and pool.adopted and len(pool.pids) == 2
+        assert all(_parent(pid) == spare.pid for pid in pool.pids)  # the spare's children, not ours
+        got = {idx: (ok, res) for idx, ok, res in pool.run([(i, i) for i in range(20)], chunk=2)}
+        assert got[5] == (True, 25) and got[7][0] is False and got[13][0] is False and "died" in got[13][1]
+        assert sorted(got) == list(range(20))
+    finally:
+        pool.close()
+    assert pool.workers == {}
+    spare.close()
+    assert spare.pid is None
+    # a factory that cannot be sent (a closure): no pool, the spare is ended
+    other = Spare(_warmed)
+    pid = other.pid
+    assert other.pool(lambda: _square, 2) is None
+    assert other.pid is None and not _alive(pid)
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
 def _children(pid: int) -> list:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
             return [int(x) for x in f.read().split()]
     except OSError:
         return []
+
+
+def _descendants(pid: int) -> list:
+    out = []
+    for child in _children(pid):
+        out += [child] + _descendants(child)
+    return out
 
 
 def _alive(pid: int) -> bool:
@@ -137,11 +180,12 @@ def test_sweep_workers_exit_when_the_sweep_is_killed(tmp_path: Path):
     try:
         deadline = time.monotonic() + 120
         workers: list = []
-        while time.monotonic() < deadline and len(workers) < 2:
+        # the workers are the children of the sweep's spare process (mmrun.workers.Spare)
+        while time.monotonic() < deadline and len(workers) < 3:
             time.sleep(0.2)
-            workers = _children(proc.pid)
+            workers = _descendants(proc.pid)
             assert proc.poll() is None, "the sweep ended before it could be killed"
-        assert len(workers) == 2
+        assert len(workers) == 3 and len(_children(proc.pid)) == 1
         time.sleep(1.0)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
@@ -153,3 +197,28 @@ def test_sweep_workers_exit_when_the_sweep_is_killed(tmp_path: Path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_sweep_in_the_default_folder_runs_its_jobs_through_the_spare(tmp_path: Path):
+    """The default sweep folder is named by Hydra's `now` resolver, registered after the spare
+    started: the spare restores Hydra's state, and every job lands in the one dated folder."""
+    import json
+
+    import numpy as np
+    import polars as pl
+
+    ts = 1_767_225_600_000 + 60_000 * np.arange(300)
+    close = 100.0 + np.cumsum(np.where(np.arange(300) % 3 == 0, 0.4, -0.15))
+    pl.DataFrame({"timestamp": ts, "open": close, "high": close + 0.3, "low": close - 0.3, "close": close,
+                  "volume": np.full(300, 5.0)}).write_csv(tmp_path / "candles.csv")
+    env = dict(os.environ)
+    env.pop("HYDRA_FULL_ERROR", None)
+    r = subprocess.run([sys.executable, "-m", "mmrun", "--multirun", "mode=backtest", "data.path=candles.csv",
+                        "spread=0.001,0.002,0.003", "strategy=symmetric,inventory_skew", "sweep.top=2"],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    sweeps = list((tmp_path / "outputs" / "sweeps").iterdir())
+    assert len(sweeps) == 1
+    for job in range(6):
+        assert json.loads((sweeps[0] / str(job) / "summary.json").read_text())["status"] == "completed"
+    assert len(list((sweeps[0] / "top").iterdir())) == 2
