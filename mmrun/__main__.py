@@ -148,6 +148,10 @@ def main() -> None:
         if isinstance(exc, MmrunError) or _is_config_error(exc):
             print(f"mmrun: error: {one_line(exc)}", file=sys.stderr)
             sys.exit(1 if isinstance(exc, RunFailed) else 2)
+        if isinstance(exc, BrokenPipeError):  # `mmrun --help | head -1`: the reader left; nothing to say
+            # as Python's documentation advises (signal module, "Note on SIGPIPE"): no flush error at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
         if isinstance(exc, OSError):  # e.g. an output folder under /proc or on a read-only file system
             print(f"mmrun: error: {os_error_line(exc)}", file=sys.stderr)
             sys.exit(2)

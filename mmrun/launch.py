@@ -369,8 +369,8 @@ class Session:
             # a key the error already starts with ("data.path=x.csv: no such file") is not said twice
             shown = [o for o in shown if not error.startswith(f"{o.split('=', 1)[0].lstrip('+~')}=")]
         line = f"[{self.done}/{self.total}] job {idx} {status}: {' '.join(shown)}"
-        if status == "failed" and error:
-            line = (line if shown else line[:-2]) + f": {error}"
+        if status == "failed" and error:  # the error first, then the job's other swept values
+            line = f"[{self.done}/{self.total}] job {idx} failed: {error}" + (f" ({' '.join(shown)})" if shown else "")
         print(line, flush=True)
 
     def rerun_full(self, jobs: Sequence[Tuple[int, List[str]]]) -> Dict[int, Path]:

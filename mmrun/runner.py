@@ -192,6 +192,8 @@ def _run_backtests(cfg: Any, specs: List[PairSpec], checked: Dict[str, Any]) -> 
         rows, check = validation.split_run(cfg, spec.pair, market.rows, replay, spec.capital)
         outcomes.append(replay(rows))
         outcomes[-1].labels = market.labels  # data_source, data_format, gaps, exchange (history.summary_labels)
+        if cfg.run.max_ticks is not None and len(ts) >= cfg.run.max_ticks:
+            outcomes[-1].status = "max_ticks"  # the market was cut at run.max_ticks rows, as a paper run stops
         if check is not None:
             checked[spec.pair] = check
     return outcomes

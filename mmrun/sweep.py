@@ -318,8 +318,9 @@ def leaderboard(table: pl.DataFrame, swept: Sequence[str], objective: str, direc
     for row in table.filter(pl.col("rank").is_null()).iter_rows(named=True):
         # a key the error already starts with ("data.path=x.csv: no such file") is not said twice
         params = " ".join(f"{k}={_fmt(row[k])}" for k in swept if not str(row["error"] or "").startswith(f"{k}="))
-        lines.append(f"  job {row['job']} {row['status']}: " + (f"{params}: " if params else "")
-                     + f"{row['error'] or 'no ' + objective}")
+        # the error first (it may name a swept key itself), then the job's other swept values
+        lines.append(f"  job {row['job']} {row['status']}: {row['error'] or 'no ' + objective}"
+                     + (f" ({params})" if params else ""))
     return "\n".join(lines)
 
 

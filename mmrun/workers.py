@@ -344,7 +344,8 @@ class Spare:
             finally:
                 os._exit(code)
         theirs.close()
-        self.pid = pid
+        self.pid: Optional[int] = pid
+        self.forked = False  # the spare has forked a pool's workers
         self.sock: Optional[socket.socket] = ours
         atexit.register(self.close)
 
@@ -390,6 +391,7 @@ class Spare:
             self.close()
             return None
         self._forget()
+        self.forked = True
         return WarmPool.adopt([(conn, pid) for (conn, _), pid in zip(pipes, reply[1])])
 
     def _forget(self) -> None:
@@ -398,18 +400,26 @@ class Spare:
             self.sock.close()
             self.sock = None
 
-    def close(self) -> None:
-        """End the spare now (SIGKILL) and reap it. Called at exit, after the pool's workers have
-        ended (WarmPool.close); any still running die with it (PR_SET_PDEATHSIG)."""
+    def close(self, timeout_s: float = 2.0) -> None:
+        """End the spare and reap it. One that forked a pool (its workers told to end by
+        WarmPool.close) is given timeout_s to reap them and exit, so that their CPU time is
+        counted in this process's children's; otherwise, or after that, SIGKILL (any worker
+        still running dies with it: PR_SET_PDEATHSIG)."""
+        import time
+
         self._forget()
         if self.pid is None:
             return
-        if _reap(self.pid, block=False) is None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            _reap(self.pid)
+        deadline = time.monotonic() + (timeout_s if self.forked else 0.0)
+        while _reap(self.pid, block=False) is None:
+            if time.monotonic() >= deadline:
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                _reap(self.pid)
+                break
+            time.sleep(0.005)
         self.pid = None
 
 

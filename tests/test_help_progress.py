@@ -22,6 +22,26 @@ def test_help_lists_groups_with_options_and_common_keys():
         assert key in text, key
 
 
+def test_help_into_a_closed_pipe_ends_quietly():
+    """`mmrun --help | head -1`: the reader is gone before the text is written; no error line
+    about output folders, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    from clirun import ROOT
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "mmrun", "--help"], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, cwd=ROOT, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 1
+    assert proc.stderr == ""
+
+
 class FakeTerminal(io.StringIO):
     def isatty(self):
         return True

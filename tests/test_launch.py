@@ -120,6 +120,7 @@ def _warmed():
     import mmrun.stats  # noqa: F401
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_spare_forks_the_pool_and_a_failed_request_leaves_no_process(tmp_path: Path):
     from mmrun.workers import Spare
 

@@ -103,8 +103,8 @@ def test_leaderboard_shows_the_top_rows_and_every_failure(grid: Path):
     assert board[2].split() == ["1", "4", "0.002", "0.01", "0.7500", "10", "0.1000", "completed"]
     assert board[3].split() == ["2", "1", "0.001", "0.02", "0.2500", "20", "0.4000", "completed"]
     # the error names spread=0.0 itself: the job's spread is not said twice
-    assert board[4] == "  job 2 failed: sizing.order_size_pct=0.01: spread=0.0 is out of range: allowed 0 < spread < 1"
-    assert board[5] == "  job 3 failed: spread=0 sizing.order_size_pct=0.02: no summary.json: the job did not finish"
+    assert board[4] == "  job 2 failed: spread=0.0 is out of range: allowed 0 < spread < 1 (sizing.order_size_pct=0.01)"
+    assert board[5] == "  job 3 failed: no summary.json: the job did not finish (spread=0 sizing.order_size_pct=0.02)"
     # hand-made folders have no returns.parquet: nothing to deflate (mmrun/overfit_report.py)
     assert board[6].startswith("  best of 5 trials (job 4, by total_return_pct): Sharpe n/a; total_return_pct 0.75; ")
     assert board[6].endswith("— not enough data to judge the winner")
