@@ -95,6 +95,25 @@ def _keep_freed_memory() -> None:
         pass
 
 
+def _fork(child: Callable[[], None]) -> int:
+    """Fork; the child runs child() and exits (code 0, or 1 if it raised) without returning into
+    the caller's code. Returns the child's pid (in this process)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            child()
+        except BaseException:  # noqa: BLE001 - nothing of the parent's may run in the child
+            code = 1
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    return pid
+
+
 def _worker_loop(conn: Connection, run_job: JobFn, parent_pid: int, quiet: bool) -> None:
     _die_with_parent(parent_pid)
     _keep_freed_memory()
@@ -148,22 +167,14 @@ class WarmPool:
         sys.stderr.flush()
         for slot in range(n):
             parent_end, child_end = Pipe(duplex=True)
-            pid = os.fork()
-            if pid == 0:  # the worker
-                code = 0
-                try:
-                    parent_end.close()
-                    for other, _ in self.workers.values():
-                        other.close()
-                    _worker_loop(child_end, run_job, self.parent_pid, quiet)
-                except BaseException:  # noqa: BLE001
-                    code = 1
-                finally:
-                    try:
-                        sys.stdout.flush()
-                        sys.stderr.flush()
-                    finally:
-                        os._exit(code)
+
+            def worker(parent_end=parent_end, child_end=child_end) -> None:
+                parent_end.close()
+                for other, _ in self.workers.values():
+                    other.close()
+                _worker_loop(child_end, run_job, self.parent_pid, quiet)
+
+            pid = _fork(worker)
             child_end.close()
             self.workers[slot] = (parent_end, pid)
 
@@ -333,16 +344,12 @@ class Spare:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # the spare
-            code = 0
-            try:
-                ours.close()
-                _spare_main(theirs, self.parent_pid, warm)
-            except BaseException:  # noqa: BLE001
-                code = 1
-            finally:
-                os._exit(code)
+
+        def spare() -> None:
+            ours.close()
+            _spare_main(theirs, self.parent_pid, warm)
+
+        pid = _fork(spare)
         theirs.close()
         self.pid: Optional[int] = pid
         self.forked = False  # the spare has forked a pool's workers
@@ -472,24 +479,15 @@ def _spare_main(sock: socket.socket, parent_pid: int, warm: Callable[[], None]) 
     sys.stderr.flush()
     pids = []
     for i, fd in enumerate(fds):
-        pid = os.fork()
-        if pid == 0:  # a worker
-            code = 0
-            try:
-                sock.close()
-                for j, other in enumerate(fds):
-                    if j != i:
-                        os.close(other)
-                _worker_loop(Connection(fd), run_job, me, quiet)
-            except BaseException:  # noqa: BLE001
-                code = 1
-            finally:
-                try:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                finally:
-                    os._exit(code)
-        pids.append(pid)
+
+        def worker(i: int = i, fd: int = fd) -> None:
+            sock.close()
+            for j, other in enumerate(fds):
+                if j != i:
+                    os.close(other)
+            _worker_loop(Connection(fd), run_job, me, quiet)
+
+        pids.append(_fork(worker))
     for fd in fds:
         os.close(fd)
     try:
