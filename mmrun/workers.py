@@ -20,7 +20,7 @@ does the warm-up every worker needs (numba's registries and compiled passes, mat
 second core while the sweep's process is still starting, then, asked by the launcher with the
 sweep's state (pickled) and the workers' pipe ends (passed as file descriptors), forks the
 workers from itself. The launcher adopts them as a `WarmPool`; the spare stays their parent and
-reaps them. A sweep then starts its jobs ~0.4 s sooner on 2 cores; if the spare is gone or
+reaps them. A sweep then starts its jobs ~0.3 s sooner on 2 cores; if the spare is gone or
 fails, the launcher forks its workers itself as before.
 """
 
