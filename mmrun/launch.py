@@ -529,7 +529,24 @@ def start(hydra_context: Any, task_function: Any, config: DictConfig, n_jobs: in
             _active.close()
         _active = Session(hydra_context, task_function, config, n_jobs, chunk)
         atexit.register(_close_at_exit)
+        _stop_on_sigterm()
     return _active
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler, `kill`, a container stopping) ends the sweep as Ctrl-C does: the
+    workers are stopped and the finished jobs are reported. Left alone if something else set a
+    handler; the workers restore the default (mmrun.workers)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _close_at_exit() -> None:

@@ -78,6 +78,7 @@ class Report:
     leaderboard: str  # the text printed at the end of a sweep
     heatmap: Optional[Path]  # heatmap.png if drawn
     trust: Optional[Any] = None  # mmrun.overfit_report.Assessment: sweep.json, is_oos.png
+    interrupted: bool = False  # Ctrl-C (or SIGTERM) while it was made: the top jobs' re-runs may be missing
 
 
 # ---------------------------------------------------------------- reading job folders
@@ -385,20 +386,28 @@ def write_report(
                 reruns.start()
             else:  # in this process (matplotlib, logging and Hydra's job state are not shared safely)
                 reruns.run()
+    # Ctrl-C (or SIGTERM, see mmrun.launch) from here on: the table of the finished jobs is still
+    # written, with the full folders that exist; the caller then ends the sweep as interrupted
+    interrupted = False
+    trust, drawn, png = None, False, sweep_dir / HEATMAP_PNG
     try:
         trust = _assess(sweep_dir, jobs, table, objective, direction)
-        png = sweep_dir / HEATMAP_PNG
         drawn = heatmap(table, swept, objective, direction, png)
         from mmrun.report import is_optuna_sweep, trials_picture
 
         if is_optuna_sweep(sweep_dir):  # a search: the objective by trial and the best so far
             trials_picture(table, objective, direction, sweep_dir / "trials.png")
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
-        if reruns is not None and rerun_apart:
-            reruns.join()
+        if reruns is not None and rerun_apart and not interrupted:
+            try:
+                reruns.join()
+            except KeyboardInterrupt:
+                interrupted = True
     table = trust.table if trust is not None else table
     if reruns is not None:
-        if failure:
+        if failure and not interrupted:
             raise failure[0]
         full = [_full_folder(by_num[n], sweep_dir) for n in table["job"].to_list()]
         table = table.with_columns(pl.Series("full_folder", full, dtype=pl.String))
@@ -410,7 +419,8 @@ def write_report(
     if trust is not None and trust.line:
         board += "\n  " + trust.line
     failed = table.filter(pl.col("status") == "failed").height
-    return Report(sweep_dir / SUMMARY_CSV, table, swept, objective, direction, failed, board, png if drawn else None, trust)
+    return Report(sweep_dir / SUMMARY_CSV, table, swept, objective, direction, failed, board, png if drawn else None, trust,
+                  interrupted)
 
 
 def _assess(sweep_dir: Path, jobs: Sequence[Job], table: pl.DataFrame, objective: str, direction: str) -> Optional[Any]:
@@ -471,6 +481,10 @@ def _report(sweep_dir: Path, kwargs: Dict[str, Any]) -> None:
     trust = last_report.trust
     made += [p.name for p in (trust.path, trust.scatter) if p is not None] if trust is not None else []
     print(f"  report  {sweep_dir}/{{{','.join(made)}}}", flush=True)
+    if last_report.interrupted:
+        print(f"  interrupted while the report was made: the best jobs' full folders may be missing "
+              f"(`python -m mmrun.sweep {sweep_dir}` rebuilds the report)", flush=True)
+        raise KeyboardInterrupt
 
 
 def finish_pending() -> None:

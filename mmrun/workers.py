@@ -119,6 +119,7 @@ def _worker_loop(conn: Connection, run_job: JobFn, parent_pid: int, quiet: bool)
     _keep_freed_memory()
     # Ctrl-C reaches the whole process group: the parent decides what stops (it ends the workers).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the sweep's own (mmrun.launch): a worker just ends
     if quiet:
         # jobs print nothing on the console: the parent shows progress and the leaderboard
         devnull = open(os.devnull, "w")

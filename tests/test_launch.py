@@ -223,3 +223,31 @@ def test_a_sweep_in_the_default_folder_runs_its_jobs_through_the_spare(tmp_path:
     for job in range(6):
         assert json.loads((sweeps[0] / str(job) / "summary.json").read_text())["status"] == "completed"
     assert len(list((sweeps[0] / "top").iterdir())) == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_ends_a_sweep_as_ctrl_c_does(tmp_path: Path):
+    """SIGTERM to the sweep's process: the workers stop, the finished jobs are reported, exit 130."""
+    d = tmp_path / "sweep"
+    argv = [sys.executable, "-m", "mmrun", "--multirun", "exchange.sim.duration_s=86400",
+            "spread=0.001,0.002,0.003,0.004,0.005,0.006,0.007,0.008", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={d}"]
+    env = dict(os.environ)
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        first = proc.stdout.readline()  # blocks until the first job's line (or the end)
+        assert first.startswith("[1/8] job "), first + proc.stderr.read()
+        procs = _descendants(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert f"sweep {d}:" in out and (d / "sweep_summary.csv").is_file()
+    assert "Traceback" not in err
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in procs):
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in procs)

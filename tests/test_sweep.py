@@ -145,6 +145,32 @@ def test_report_command_rebuilds_a_sweep_folder(grid: Path):
     assert len(r.stderr.splitlines()) == 1
 
 
+def test_ctrl_c_while_the_top_jobs_re_run_still_writes_the_table(grid: Path):
+    """Ctrl-C (SIGINT in the main thread) while the report waits for the full re-runs: the table
+    of the finished jobs is written, with the full folders that exist, and the report says so."""
+    import signal
+    import threading
+    import time
+
+    started = threading.Event()
+
+    def slow_reruns(jobs):
+        started.set()
+        time.sleep(3.0)  # the interrupt comes first
+
+    def interrupt():
+        started.wait(10)
+        time.sleep(0.2)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    report = sweep.write_report(grid, top=2, declared=["spread", "sizing.order_size_pct"], rerun_full=slow_reruns,
+                                rerun_apart=True)
+    assert report.interrupted
+    df = read_report(grid)
+    assert df.height == 5 and df["full_folder"].null_count() == 5
+
+
 # ---------------------------------------------------------------- sweeps through the command line
 
 
@@ -230,7 +256,8 @@ def test_a_sweep_console_is_one_line_per_job_then_the_leaderboard(grid_sweep):
     jobs = lines[:4]
     assert sorted(line.split()[2] for line in jobs) == ["0", "1", "2", "3"]
     assert [line.split()[0] for line in jobs] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
-    assert all(" completed: spread=0.00" in line and "mode=" not in line for line in jobs)
+    # TINY's backtests are cut at run.max_ticks: their status says so
+    assert all(" max_ticks: spread=0.00" in line and "mode=" not in line for line in jobs)
     assert lines[4] == f"sweep {d}: 4 jobs, top 2 by total_return_pct (maximize)"
     assert len(lines) == 4 + 4 + 1 + 1  # the leaderboard (title, header, 2 rows), the trust line, the report line
     assert lines[8].startswith("  best of 4 trials")
@@ -294,7 +321,7 @@ def test_a_failed_job_is_a_failed_row_and_the_others_are_kept(tmp_path: Path):
     assert r.stderr.strip().splitlines()[-1] == f"mmrun: 1 of 2 sweep jobs failed: see the error column of {d}/sweep_summary.csv"
     df = _check_rows_match_summaries(d, 2)
     ok, failed = df.row(0, named=True), df.row(1, named=True)
-    assert (ok["job"], ok["status"], ok["rank"]) == (0, "completed", 1)
+    assert (ok["job"], ok["status"], ok["rank"]) == (0, "max_ticks", 1)  # cut at run.max_ticks (TINY)
     assert (failed["job"], failed["status"], failed["rank"]) == (1, "failed", None)
     assert failed["error"] == "spread=0.0 is out of range: allowed 0 < spread < 1"
     assert failed["wall_clock_seconds"] is not None  # run_info.json is written for failed jobs too
