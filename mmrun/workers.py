@@ -364,6 +364,7 @@ class Spare:
         which the spare is closed. before_reply: run here while the spare forks (this process's
         own warm-up). factory is called in the spare, once, before the workers are forked."""
         if self.sock is None or not 1 <= n <= SPARE_FDS_MAX:
+            self.close()
             return None
         try:
             payload = pickle.dumps((factory, n, quiet))
