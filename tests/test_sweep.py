@@ -328,6 +328,19 @@ def test_a_failed_job_is_a_failed_row_and_the_others_are_kept(tmp_path: Path):
     assert "job 1 failed: spread=0.0 is out of range" in r.stdout
 
 
+def test_an_unknown_key_stops_a_sweep_without_leaving_a_folder(tmp_path: Path):
+    """Hydra makes the sweep folder (multirun.yaml) before the jobs are checked: a sweep stopped
+    there removes the folder it made, and never one that was there before."""
+    d = tmp_path / "sweep"
+    r = _sweep(d, "spread=0.001,0.002", "sizing.nope=1,2")
+    assert r.returncode == 2 and "sizing.nope: unknown config key" in r.stderr
+    assert not d.exists()
+    d.mkdir()
+    (d / "notes.txt").write_text("mine")
+    r = _sweep(d, "spread=0.001,0.002", "sizing.nope=1,2")
+    assert r.returncode == 2 and (d / "notes.txt").read_text() == "mine"
+
+
 def test_a_bad_sweep_section_stops_before_any_job(tmp_path: Path):
     d = tmp_path / "sweep"
     r = _sweep(d, "spread=0.001,0.002", "sweep.objective=sharp")

@@ -7,6 +7,7 @@ nothing heavy at module level.
 
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
@@ -59,8 +60,6 @@ class MmrunLauncher(Launcher):
         self.hydra_context = hydra_context
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from pathlib import Path
-
         from hydra.core.utils import configure_log, setup_globals
 
         from mmrun import launch
@@ -78,6 +77,17 @@ class MmrunSweeper(BasicSweeper):
 
     def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Any] = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
+        self._made_dir: Optional[Path] = None  # the sweep folder, if this sweep created it
+        self._launched = False
+
+    def sweep(self, arguments: List[str]) -> Any:
+        """Hydra's grid sweep; a sweep stopped by a bad override before its first job leaves no
+        folder behind (Hydra creates it and writes multirun.yaml before checking the jobs)."""
+        assert self.config is not None
+        folder = Path(str(self.config.hydra.sweep.dir))
+        self._made_dir = None if folder.exists() else folder
+        self._launched = False
+        return super().sweep(arguments)
 
     def get_job_batch(self) -> Sequence[Sequence[str]]:
         """The next batch; when the whole sweep has no more jobs than sweep.top, its jobs write
@@ -92,7 +102,15 @@ class MmrunSweeper(BasicSweeper):
         from mmrun import launch
 
         assert self.hydra_context is not None and self.config is not None
-        launch.composer_for(self.hydra_context, self.config).check([list(o) for o in batch])
+        try:
+            launch.composer_for(self.hydra_context, self.config).check([list(o) for o in batch])
+        except BaseException:
+            folder = self._made_dir
+            if not self._launched and folder is not None and {p.name for p in folder.iterdir()} <= {"multirun.yaml"}:
+                (folder / "multirun.yaml").unlink(missing_ok=True)
+                folder.rmdir()
+            raise
+        self._launched = True
 
 
 __all__: List[str] = ["MmrunLauncher", "MmrunSweeper"]
