@@ -130,7 +130,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     compared = compared_files(folder)
     different = [name for name in compared if not _same(folder / name, out / name)]
     for name in compared:
-        print(f"  {name:<13} {'different' if name in different else 'identical'}", flush=True)
+        verdict = "different" if name in different else "identical"
+        if not (folder / name).is_file():  # e.g. a run killed before its end
+            verdict = "missing in the original: it did not finish (python -m mmrun.recover finishes a paper run's folder)"
+        print(f"  {name:<13} {verdict}", flush=True)
     if different:
         print(f"mmrun: the re-run differs from {folder} in {', '.join(different)}", file=sys.stderr)
         return 1

@@ -376,6 +376,17 @@ def test_rerun_of_a_paper_run_is_byte_identical(tmp_path: Path):
         assert (first / name).read_bytes() == (again / name).read_bytes()
 
 
+def test_rerun_of_a_folder_that_never_finished_says_so(grid_sweep, tmp_path: Path):
+    d, _ = grid_sweep
+    killed = tmp_path / "killed"
+    shutil.copytree(d / "2", killed)
+    (killed / "summary.json").unlink()
+    r = subprocess.run([sys.executable, "-m", "mmrun.rerun", str(killed), "--out", str(tmp_path / "again")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 1
+    assert "summary.json  missing in the original: it did not finish" in r.stdout
+
+
 def test_rerun_compares_parquet_files_by_value_and_others_by_byte(tmp_path: Path):
     from mmrun.record import write_parquet
     from mmrun.rerun import _same
