@@ -40,8 +40,9 @@ class PairOutcome:
     Polars frames; run (stats.RunArrays) the same as arrays, what the summary's metrics are
     computed from. A paper run gives the frames; a backtest gives the arrays and `frames`, a
     maker per frame ('equity', 'fills', 'events': a function of no argument), each called the
-    first time its frame is asked for (a lean sweep job asks only for the events). market: record.MARKET_SCHEMA, the rows paper
-    cycles used (None: on disk already). events: a backtest's events, written in one go.
+    first time its frame is asked for (a lean sweep job asks only for the events).
+    market: record.MARKET_SCHEMA, the rows paper cycles used (None: on disk already).
+    events: a backtest's events, written in one go.
     fingerprint: sha256 of the market rows (fingerprint_rows). retries: transient exchange
     errors absorbed by a retry; trades_incomplete: cycles whose public trades could not all be
     read (ccxt_feed.MAX_TRADE_PAGES); quotes_dropped: quotes not placed, by reason
