@@ -134,8 +134,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not (folder / name).is_file():  # e.g. a run killed before its end
             verdict = "missing in the original: it did not finish (python -m mmrun.recover finishes a paper run's folder)"
         print(f"  {name:<13} {verdict}", flush=True)
+    missing = [name for name in different if not (folder / name).is_file()]
+    if missing:
+        print(f"mmrun: {folder} has no {', '.join(missing)}: that run did not finish, nothing to compare with",
+              file=sys.stderr)
+    if len(missing) < len(different):
+        print(f"mmrun: the re-run differs from {folder} in {', '.join(n for n in different if n not in missing)}",
+              file=sys.stderr)
     if different:
-        print(f"mmrun: the re-run differs from {folder} in {', '.join(different)}", file=sys.stderr)
         return 1
     return 0
 
