@@ -403,10 +403,10 @@ def bulk_outcome(pair: str, ts: np.ndarray, mid: np.ndarray, quoted: np.ndarray,
     from mmrun import engine
     from mmrun.stats import RunArrays
 
-    # each column contiguous, once (quoted comes column-major from the kernel: no copy; the fills
-    # are row-major): Polars would copy a strided column for every frame it goes into
-    quoted_cols = np.ascontiguousarray(np.asarray(quoted, dtype=np.float64).T)
-    fill_cols = np.ascontiguousarray(np.asarray(fills, dtype=np.float64).T)
+    # each column contiguous, once (the kernel's arrays come column-major: no copy): Polars
+    # would copy a strided column for every frame it goes into
+    quoted_cols = _columns(quoted)
+    fill_cols = _columns(fills)
     fill_rows = np.ascontiguousarray(fill_rows, dtype=np.int64)
     run = RunArrays(
         ts_ms=ts, mid=mid, bid_quoted=quoted_cols[0], ask_quoted=quoted_cols[1], base=base, quote=quote, equity=None,
@@ -420,6 +420,13 @@ def bulk_outcome(pair: str, ts: np.ndarray, mid: np.ndarray, quoted: np.ndarray,
         "events": lambda: bulk_events(pair, run, fill_cols),
     }
     return PairOutcome(pair=pair, status="completed", market=None, fingerprint=fingerprint, run=run, frames=frames)
+
+
+def _columns(a: Any) -> np.ndarray:
+    """(k, m) float64 values as (m, k) rows that are each contiguous: a view of a column-major
+    array, a copy otherwise."""
+    t = np.asarray(a, dtype=np.float64).T
+    return t if t.shape[1] <= 1 or t.strides[1] == t.itemsize else np.ascontiguousarray(t)
 
 
 def bulk_equity(run: Any) -> pl.DataFrame:
