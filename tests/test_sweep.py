@@ -7,6 +7,7 @@ from __future__ import annotations
 import filecmp
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -520,3 +521,15 @@ def test_rerun_reads_a_relative_data_path_from_the_runs_own_working_folder(tmp_p
     for name in ("events.csv", "summary.json"):
         assert (first / name).read_bytes() == (again / name).read_bytes()
     assert json.loads((again / "summary.json").read_text())["trades"] > 0
+
+
+@pytest.mark.parametrize("preset, expected", [(None, 1), ("2", 2)])
+def test_a_sweep_process_gives_polars_one_thread_unless_the_user_set_it(preset, expected):
+    # mmrun's launcher runs a worker per core: one Polars thread each (a value the user set is kept)
+    env = {k: v for k, v in os.environ.items() if k != "POLARS_MAX_THREADS"}
+    if preset is not None:
+        env["POLARS_MAX_THREADS"] = preset
+    code = "import mmrun.__main__ as m; m._one_polars_thread(); import polars; print(polars.thread_pool_size())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(expected)
