@@ -12,17 +12,25 @@ mostly values, so the first step is the same for most jobs and costs about 0.1 s
 same function. Types, unknown keys and the schema fail with the same exception and message as in
 a single run; `mmrun.config.validate()` then runs in the job as usual. `hydra.overrides.task` and
 `hydra.job.override_dirname` are filled in from the job's own overrides, as Hydra does.
+
+`JobComposer.job_texts` gives a job's `.hydra/config.yaml`, `hydra.yaml` and `overrides.yaml`
+text, the same bytes as `OmegaConf.to_yaml` of each part, from YAML blocks kept per template:
+a job's value overrides change only the top-level keys they name, and its hydra part differs
+from the template's only in hydra.overrides.task, hydra.job.override_dirname, .id, .num and
+hydra.runtime.output_dir, so only those blocks are emitted again for each job.
 """
 
 from __future__ import annotations
 
 import copy
 import pickle
-from typing import Any, Dict, List, Sequence, Tuple
+import re
+from enum import Enum
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
-from omegaconf import DictConfig, OmegaConf, flag_override, open_dict
+from omegaconf import Container, DictConfig, OmegaConf, flag_override, open_dict
 
 # Templates kept per composer (distinct sets of config-group choices). An Optuna search over
 # groups could produce many; the oldest are composed again if needed.
@@ -48,6 +56,10 @@ class JobComposer:
         self._parts: Dict[Tuple[str, ...], Tuple[bytes, DictConfig]] = {}
         self._parsed: Dict[str, Override] = {}
         self._scratch: Dict[Tuple[str, ...], DictConfig] = {}  # check(): one copy per template for plain values
+        self._task_texts: Dict[Tuple[str, ...], Optional["_TaskText"]] = {}  # config.yaml blocks per template
+        self._hydra_texts: Dict[int, Tuple[DictConfig, Optional["_HydraText"]]] = {}  # hydra.yaml blocks per hydra part
+        # the last compose_job's task config, its template key and the top-level keys its value overrides name
+        self._last_job: Optional[Tuple[DictConfig, Tuple[str, ...], frozenset]] = None
 
     # ------------------------------------------------------------ overrides
 
@@ -140,6 +152,7 @@ class JobComposer:
         task_template, hydra_cfg = parts
         cfg = pickle.loads(task_template)
         ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+        self._last_job = (cfg, groups, frozenset(_top_key(o.key_or_group) for o in values))
         app = [o for o in parsed if not o.is_hydra_override()]
         h = hydra_cfg.hydra
         with read_write(h), open_dict(h):
@@ -151,6 +164,31 @@ class JobComposer:
                 exclude_keys=h.job.config.override_dirname.exclude_keys,
             )
         return cfg, hydra_cfg
+
+    def job_texts(self, cfg: DictConfig, hydra_cfg: DictConfig) -> Tuple[str, str, str]:
+        """(config.yaml, hydra.yaml, overrides.yaml) text of the job compose_job made last, as
+        `OmegaConf.to_yaml` gives them (job_yaml_texts); call it once the hydra part holds the
+        job's id, num and output_dir. Only the top-level blocks of config.yaml the job's value
+        overrides name, and the per-job keys of hydra.yaml, are emitted again; the rest is the
+        template's text. Any other config: job_yaml_texts."""
+        last = self._last_job
+        parts = self._parts.get(last[1]) if last is not None and last[0] is cfg else None
+        if parts is None or parts[1] is not hydra_cfg:
+            return job_yaml_texts(cfg, hydra_cfg)
+        groups, touched = last[1], last[2]
+        if groups not in self._task_texts:
+            self._task_texts[groups] = _TaskText.of(OmegaConf.to_container(pickle.loads(parts[0]), resolve=False,
+                                                                           enum_to_str=True))
+        task = self._task_texts[groups]
+        hit = self._hydra_texts.get(id(hydra_cfg))
+        if hit is None or hit[0] is not hydra_cfg:
+            hit = self._hydra_texts[id(hydra_cfg)] = (hydra_cfg, _HydraText.of(hydra_cfg))
+        hydra = hit[1]
+        config_text = task.text(cfg, touched) if task is not None else yaml_text(_plain(cfg))
+        if hydra is None:
+            return config_text, yaml_text(_plain(hydra_cfg)), yaml_text(_plain(hydra_cfg.hydra.overrides.task))
+        hydra_text, overrides = hydra.text(hydra_cfg)
+        return config_text, hydra_text, yaml_text(overrides)
 
     def check(self, batch: Sequence[Sequence[str]]) -> None:
         """Fail as Hydra's sweeper would if any job of the batch cannot be composed.
@@ -182,3 +220,149 @@ class JobComposer:
             for o in fresh:
                 ConfigLoaderImpl._apply_overrides_to_config([o], cfg)
                 self._checked.add((groups, o.input_line))
+
+
+# ---------------------------------------------------------------- YAML text of a job's .hydra files
+
+
+def job_yaml_texts(cfg: DictConfig, hydra_cfg: DictConfig) -> Tuple[str, str, str]:
+    """(config.yaml, hydra.yaml, overrides.yaml) text of a job as Hydra's run_job writes them:
+    `OmegaConf.to_yaml` of the task config, of {hydra: ...} and of hydra.overrides.task."""
+    return yaml_text(_plain(cfg)), yaml_text(_plain(hydra_cfg)), yaml_text(_plain(hydra_cfg.hydra.overrides.task))
+
+
+def yaml_text(container: Any) -> str:
+    """A plain container as `OmegaConf.to_yaml` writes it (OmegaConf's dumper; libyaml's emitter
+    when PyYAML has it: the same text in a fraction of the time)."""
+    import yaml
+
+    return yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=yaml_dumper())
+
+
+_DUMPER: Any = None
+
+
+def yaml_dumper() -> Any:
+    """OmegaConf's YAML dumper (strings that read as numbers or booleans are quoted) on libyaml's emitter."""
+    global _DUMPER
+    if _DUMPER is None:
+        import yaml
+        from omegaconf._utils import get_omega_conf_dumper
+
+        base = getattr(yaml, "CDumper", None)
+        if base is None:
+            _DUMPER = get_omega_conf_dumper()
+        else:
+            _DUMPER = type("MmrunYamlDumper", (base,), {})
+            _DUMPER.add_representer(str, get_omega_conf_dumper().str_representer)
+    return _DUMPER
+
+
+def _plain(node: Any) -> Any:
+    """OmegaConf.to_container(node) as to_yaml takes it (unresolved, enums by name)."""
+    return OmegaConf.to_container(node, resolve=False, enum_to_str=True)
+
+
+def _plain_child(node: DictConfig, key: str) -> Any:
+    """The value of node[key] as OmegaConf.to_container(node) holds it (unresolved, enums by name)."""
+    child = node._get_node(key)
+    if isinstance(child, Container):
+        return _plain(child)
+    value = child._value()
+    return value.name if isinstance(value, Enum) else value
+
+
+def _top_key(key: str) -> str:
+    """The top-level key a value override's key falls under ('sizing.order_size_pct' -> 'sizing')."""
+    return re.split(r"[.\[]", key, maxsplit=1)[0]
+
+
+def _lines(path: Tuple[str, ...], items: Dict[str, Any]) -> str:
+    """The YAML lines of items (keys of the mapping at path, in their order) as they read in the
+    whole document: the same indentation, hence the same line wrapping. path's keys are each one
+    line ('hydra:', '  job:'), dropped."""
+    doc: Any = items
+    for key in reversed(path):
+        doc = {key: doc}
+    text = yaml_text(doc)
+    cut = 0
+    for _ in path:
+        cut = text.index("\n", cut) + 1
+    return text[cut:]
+
+
+class _TaskText:
+    """config.yaml of one template's jobs: one block of lines per top-level key."""
+
+    def __init__(self, blocks: Dict[str, str]):
+        self.blocks = blocks
+
+    @classmethod
+    def of(cls, template: Dict[str, Any]) -> Optional["_TaskText"]:
+        """The blocks of the template's text; None if joining them does not give the whole text
+        (then every job's text is emitted whole)."""
+        if not template:
+            return None
+        blocks = {key: _lines((), {key: value}) for key, value in template.items()}
+        return cls(blocks) if "".join(blocks.values()) == yaml_text(template) else None
+
+    def text(self, cfg: DictConfig, touched: frozenset) -> str:
+        """cfg's text: the template's block for every top-level key no value override named."""
+        out = []
+        for key in cfg.keys():
+            block = self.blocks.get(key) if key not in touched else None
+            out.append(block if block is not None else _lines((), {key: _plain_child(cfg, key)}))
+        return "".join(out)
+
+
+# hydra.yaml keys a job sets (compose_job, Session.run_one, run_job_in_place): hydra.<block>.<key>
+PER_JOB_HYDRA_KEYS = {"overrides": ("task",), "job": ("override_dirname", "id", "num"), "runtime": ("output_dir",)}
+
+
+class _HydraText:
+    """hydra.yaml of one compose_job hydra part: fixed text, and the runs of per-job keys."""
+
+    def __init__(self, parts: List[Union[str, Tuple[str, Tuple[str, ...]]]]):
+        self.parts = parts  # text, or (block, keys): hydra.<block>.<keys>, emitted for each job
+
+    @classmethod
+    def of(cls, hydra_cfg: DictConfig) -> Optional["_HydraText"]:
+        """The parts of {hydra: ...}'s text; None if joining them (with the per-job keys' current
+        values) does not give the whole text."""
+        base = _plain(hydra_cfg)
+        whole = yaml_text(base)
+        h = base.get("hydra")
+        if set(base) != {"hydra"} or not isinstance(h, dict) or not h:
+            return None
+        parts: List[Union[str, Tuple[str, Tuple[str, ...]]]] = [whole[: whole.index("\n") + 1]]  # "hydra:"
+        for block, value in h.items():
+            per_job = PER_JOB_HYDRA_KEYS.get(block)
+            if not per_job or not isinstance(value, dict) or not value:
+                parts.append(_lines(("hydra",), {block: value}))
+                continue
+            text = _lines(("hydra",), {block: value})
+            parts.append(text[: text.index("\n") + 1])  # "  job:"
+            runs: List[Tuple[bool, List[str]]] = []  # runs of keys that are all fixed or all per-job
+            for key in value:
+                fixed = key not in per_job
+                if runs and runs[-1][0] == fixed:
+                    runs[-1][1].append(key)
+                else:
+                    runs.append((fixed, [key]))
+            for fixed, keys in runs:
+                parts.append(_lines(("hydra", block), {k: value[k] for k in keys}) if fixed else (block, tuple(keys)))
+        made = cls(parts)
+        return made if made.text(hydra_cfg)[0] == whole else None
+
+    def text(self, hydra_cfg: DictConfig) -> Tuple[str, Any]:
+        """(hydra.yaml's text, hydra.overrides.task as a list)."""
+        h = hydra_cfg.hydra
+        out = []
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+            else:
+                block, keys = part
+                node = h._get_node(block)
+                out.append(_lines(("hydra", block), {k: _plain_child(node, k) for k in keys}))
+        return "".join(out), _plain(h.overrides.task)

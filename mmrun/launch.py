@@ -28,11 +28,11 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from mmrun.compose import JobComposer
+from mmrun.compose import JobComposer, job_yaml_texts
 
 log = logging.getLogger("mmrun.launch")
 
@@ -263,7 +263,8 @@ class Session:
         with read_write(hydra_cfg.hydra.job), open_dict(hydra_cfg.hydra.job):
             hydra_cfg.hydra.job.id = idx
             hydra_cfg.hydra.job.num = idx
-        folder, ok, value = run_job_in_place(self.hydra_context, self.task_function, task_cfg, hydra_cfg)
+        folder, ok, value = run_job_in_place(self.hydra_context, self.task_function, task_cfg, hydra_cfg,
+                                             texts=self.composer.job_texts)
         status, error = job_outcome(folder)
         if not ok:
             status, error = "failed", f"{type(value).__name__}: {value}"
@@ -399,14 +400,17 @@ class Session:
 
 
 def run_job_in_place(hydra_context: Any, task_function: Any, cfg: DictConfig, hydra_cfg: DictConfig,
-                     output_dir: Optional[str] = None) -> Tuple[Path, bool, Any]:
+                     output_dir: Optional[str] = None,
+                     texts: Callable[[DictConfig, DictConfig], Tuple[str, str, str]] = job_yaml_texts,
+                     ) -> Tuple[Path, bool, Any]:
     """Hydra's run_job for a sweep job, without its copies of the config: (folder, ok, return value or exception).
 
     cfg: the task's config; hydra_cfg: {hydra: ...} for HydraConfig (JobComposer.compose_job
     made both). The job folder (output_dir; None: hydra.sweep.dir/hydra.sweep.subdir) gets what
     run_job writes (.hydra/config.yaml, hydra.yaml, overrides.yaml), its log file through
     hydra.job_logging, and the task runs with hydra.job.env_set applied and the callbacks'
-    on_job_start/on_job_end called. hydra.job.chdir is honoured.
+    on_job_start/on_job_end called. hydra.job.chdir is honoured. texts(cfg, hydra_cfg): the three
+    files' text (JobComposer.job_texts for the job it composed last; the same bytes).
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.utils import JobReturn, JobRuntime, JobStatus, _flush_loggers, configure_log, env_override
@@ -428,8 +432,7 @@ def run_job_in_place(hydra_context: Any, task_function: Any, cfg: DictConfig, hy
         if hc.output_subdir is not None:
             subdir = Path(hc.runtime.output_dir) / Path(hc.output_subdir)
             subdir.mkdir(parents=True, exist_ok=True)
-            for text, name in ((to_yaml(cfg), "config.yaml"), (_yaml_text(_hydra_container(hydra_cfg)), "hydra.yaml"),
-                               (to_yaml(hc.overrides.task), "overrides.yaml")):
+            for text, name in zip(texts(cfg, hydra_cfg), ("config.yaml", "hydra.yaml", "overrides.yaml")):
                 with open(subdir / name, "w", encoding="utf-8") as f:
                     f.write(text)
         ret = JobReturn(overrides=list(hc.overrides.task), cfg=cfg, hydra_cfg=hydra_cfg, working_dir=os.getcwd())
@@ -449,63 +452,6 @@ def run_job_in_place(hydra_context: Any, task_function: Any, cfg: DictConfig, hy
         HydraConfig.instance().cfg = saved
         if chdir:
             os.chdir(old_cwd)
-
-
-def to_yaml(node: Any) -> str:
-    """OmegaConf.to_yaml(node), emitted by libyaml when PyYAML has it (same text, a fraction of the time)."""
-    return _yaml_text(OmegaConf.to_container(node, resolve=False, enum_to_str=True))
-
-
-def _yaml_text(container: Any) -> str:
-    import yaml
-
-    return yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=_yaml_dumper())
-
-
-# The {hydra: ...} part of a job's config as plain containers, per JobComposer.compose_job part
-# (one object per set of group choices, updated in place for each job): (that object, container).
-_HYDRA_CONTAINERS: Dict[int, Tuple[DictConfig, Dict[str, Any]]] = {}
-
-
-def _hydra_container(hydra_cfg: DictConfig) -> Dict[str, Any]:
-    """OmegaConf.to_container(hydra_cfg) for hydra.yaml, made once per compose_job part: what
-    changes from job to job there (hydra.overrides.task, hydra.job.override_dirname, .id, .num,
-    hydra.runtime.output_dir) is set on a copy of the plain containers."""
-    import copy
-
-    hit = _HYDRA_CONTAINERS.get(id(hydra_cfg))
-    if hit is None or hit[0] is not hydra_cfg:
-        base = OmegaConf.to_container(hydra_cfg, resolve=False, enum_to_str=True)
-        if len(_HYDRA_CONTAINERS) >= 64:
-            _HYDRA_CONTAINERS.clear()
-        _HYDRA_CONTAINERS[id(hydra_cfg)] = (hydra_cfg, base)
-        return base
-    hc = hydra_cfg.hydra
-    out = copy.deepcopy(hit[1])
-    h = out["hydra"]
-    h["overrides"]["task"] = list(hc.overrides.task)
-    h["job"].update(override_dirname=hc.job.override_dirname, id=hc.job.id, num=hc.job.num)
-    h["runtime"]["output_dir"] = hc.runtime.output_dir
-    return out
-
-
-_DUMPER: Any = None
-
-
-def _yaml_dumper() -> Any:
-    """OmegaConf's YAML dumper (strings that read as numbers or booleans are quoted) on libyaml's emitter."""
-    global _DUMPER
-    if _DUMPER is None:
-        import yaml
-        from omegaconf._utils import get_omega_conf_dumper
-
-        base = getattr(yaml, "CDumper", None)
-        if base is None:
-            _DUMPER = get_omega_conf_dumper()
-        else:
-            _DUMPER = type("MmrunYamlDumper", (base,), {})
-            _DUMPER.add_representer(str, get_omega_conf_dumper().str_representer)
-    return _DUMPER
 
 
 def _swept_keys(config: DictConfig) -> List[str]:
