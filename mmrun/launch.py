@@ -22,9 +22,11 @@ the pool when this launcher ran the sweep, else one after the other in this proc
 from __future__ import annotations
 
 import atexit
+import copy
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -413,7 +415,7 @@ def run_job_in_place(hydra_context: Any, task_function: Any, cfg: DictConfig, hy
     files' text (JobComposer.job_texts for the job it composed last; the same bytes).
     """
     from hydra.core.hydra_config import HydraConfig
-    from hydra.core.utils import JobReturn, JobRuntime, JobStatus, _flush_loggers, configure_log, env_override
+    from hydra.core.utils import JobReturn, JobRuntime, JobStatus, _flush_loggers, env_override
 
     hc = hydra_cfg.hydra
     if output_dir is None:
@@ -428,7 +430,7 @@ def run_job_in_place(hydra_context: Any, task_function: Any, cfg: DictConfig, hy
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         if chdir:
             os.chdir(output_dir)
-        configure_log(hc.job_logging, hc.verbose)
+        configure_job_log(hc.job_logging, hc.verbose)
         if hc.output_subdir is not None:
             subdir = Path(hc.runtime.output_dir) / Path(hc.output_subdir)
             subdir.mkdir(parents=True, exist_ok=True)
@@ -452,6 +454,217 @@ def run_job_in_place(hydra_context: Any, task_function: Any, cfg: DictConfig, hy
         HydraConfig.instance().cfg = saved
         if chdir:
             os.chdir(old_cwd)
+
+
+# ---------------------------------------------------------------- a job's logging
+
+
+class _JobLog:
+    """The logging a process's sweep jobs configured last (Hydra's configure_log: dictConfig of
+    hydra.job_logging), as dictConfig left it, for `configure_job_log` to re-point its file
+    handlers to the next job's log file instead of configuring everything again.
+
+    Kept only for a plain configuration, whose every object dictConfig makes is a standard
+    handler or formatter without state of its own: handlers of class logging.StreamHandler
+    (on ext://sys.stdout or ext://sys.stderr) or logging.FileHandler, formatters by format,
+    datefmt, style or validate, the root logger's level and handlers, no named loggers, no
+    filters, not incremental."""
+
+    HANDLER_CLASSES = {"logging.StreamHandler": logging.StreamHandler, "logging.FileHandler": logging.FileHandler}
+    HANDLER_KEYS = {"class", "formatter", "level", "stream", "filename", "mode", "encoding", "delay", "errors"}
+    FORMATTER_KEYS = {"format", "datefmt", "style", "validate"}
+    STREAMS = {"ext://sys.stdout": "stdout", "ext://sys.stderr": "stderr"}
+
+    def __init__(self, conf: Dict[str, Any], verbose: Any, handlers: Dict[str, logging.Handler]):
+        self.conf = _without_filenames(conf)
+        self.verbose = verbose
+        self.handlers = handlers
+        self.root_handlers = list(logging.root.handlers)
+        self.state = {name: (h.level, h.formatter) for name, h in handlers.items()}
+
+    @classmethod
+    def after_configure(cls, conf: Optional[Dict[str, Any]], verbose: Any) -> Optional["_JobLog"]:
+        """The logging configure_log has just set up from conf, if it is a plain configuration."""
+        if not isinstance(conf, dict) or not isinstance(conf.get("root"), dict) or conf.get("incremental"):
+            return None
+        if conf.get("loggers") or conf.get("filters") or not set(conf["root"]) <= {"level", "handlers"}:
+            return None
+        handlers: Dict[str, logging.Handler] = {}
+        for name, h in (conf.get("handlers") or {}).items():
+            kind = cls.HANDLER_CLASSES.get(h.get("class")) if isinstance(h, dict) else None
+            made = logging._handlers.get(name)  # type: ignore[attr-defined]
+            if kind is None or not set(h) <= cls.HANDLER_KEYS or type(made) is not kind:
+                return None
+            if kind is logging.StreamHandler and h.get("stream", "ext://sys.stderr") not in cls.STREAMS:
+                return None
+            handlers[name] = made
+        for f in (conf.get("formatters") or {}).values():
+            if not isinstance(f, dict) or not set(f) <= cls.FORMATTER_KEYS:
+                return None
+        if [handlers.get(n) for n in conf["root"].get("handlers") or ()] != logging.root.handlers:
+            return None
+        return cls(conf, verbose, handlers)
+
+    def repoint(self, conf: Dict[str, Any], verbose: Any) -> bool:
+        """Set up what configure_log(conf, verbose) would, if conf is the last configuration but
+        for its file handlers' filenames and nothing changed the logging since: close each file
+        handler's stream and open its new file. False (nothing changed) otherwise."""
+        if verbose != self.verbose or type(verbose) is not type(self.verbose) or _without_filenames(conf) != self.conf:
+            return False
+        root = logging.root.handlers
+        if len(root) != len(self.root_handlers) or any(a is not b for a, b in zip(root, self.root_handlers)):
+            return False
+        alive = [r() for r in logging._handlerList]  # type: ignore[attr-defined]
+        if len({id(h) for h in alive if h is not None} ^ {id(h) for h in self.handlers.values()}):
+            return False  # a handler made since (dictConfig would close it)
+        for name, h in self.handlers.items():
+            level, formatter = self.state[name]
+            registered = logging._handlers.get(name)  # type: ignore[attr-defined]
+            if registered is not h or getattr(h, "_closed", False) or h.level != level or h.formatter is not formatter:
+                return False
+            if h.filters:
+                return False
+            stream = conf["handlers"][name].get("stream")
+            if type(h) is logging.StreamHandler and h.stream is not getattr(sys, self.STREAMS.get(stream, "stderr")):
+                return False  # sys.stdout was replaced: dictConfig would bind the new one
+        for name, h in self.handlers.items():
+            if type(h) is logging.FileHandler:
+                _reopen(h, conf["handlers"][name]["filename"])
+        # what dictConfig does besides making the handlers: the root logger's level, every other
+        # logger enabled or disabled (disable_existing_loggers); then configure_log's verbose levels
+        disable = conf.get("disable_existing_loggers", True)
+        for logger in list(logging.root.manager.loggerDict.values()):
+            logger.disabled = disable
+        level = conf["root"].get("level")
+        if level is not None:
+            logging.root.setLevel(logging._checkLevel(level))  # type: ignore[attr-defined]
+        _verbose_levels(verbose)
+        return True
+
+
+def _without_filenames(conf: Dict[str, Any]) -> Dict[str, Any]:
+    """conf with its FileHandlers' filenames left out."""
+    handlers = conf.get("handlers")
+    if not isinstance(handlers, dict):
+        return conf
+    out = dict(conf)
+    out["handlers"] = {name: ({k: v for k, v in h.items() if k != "filename"}
+                              if isinstance(h, dict) and h.get("class") == "logging.FileHandler" else h)
+                       for name, h in handlers.items()}
+    return out
+
+
+def _reopen(handler: logging.FileHandler, filename: Any) -> None:
+    """Point a FileHandler at another file, as a new FileHandler(filename) with its mode,
+    encoding and delay would: the old stream flushed and closed, the new file opened (unless delay)."""
+    handler.acquire()
+    try:
+        stream, handler.stream = handler.stream, None  # type: ignore[assignment]
+        if stream is not None:
+            try:
+                stream.flush()
+            finally:
+                stream.close()
+        handler.baseFilename = os.path.abspath(os.fspath(filename))
+        if not handler.delay:
+            handler.stream = handler._open()
+    finally:
+        handler.release()
+
+
+def _verbose_levels(verbose: Any) -> None:
+    """configure_log's hydra.verbose: true -> the root logger at DEBUG; a name or names -> those."""
+    if isinstance(verbose, bool):
+        if verbose:
+            logging.getLogger().setLevel(logging.DEBUG)
+        return
+    for name in [verbose] if isinstance(verbose, str) else verbose:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+
+
+# an interpolation that only names an absolute key: ${hydra.runtime.output_dir}
+_KEY_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\}")
+_LOG_CONFS: Dict[int, Tuple[DictConfig, Any, Optional[List[Tuple[Tuple[Any, ...], str]]]]] = {}
+
+
+def _logging_conf(log_config: DictConfig) -> Any:
+    """OmegaConf.to_container(log_config, resolve=True) (configure_log's), made from the
+    unresolved container kept per node when its only interpolations are strings of absolute
+    key references naming strings ('${hydra.runtime.output_dir}/${hydra.job.name}.log': each
+    key's value selected, the text joined, as OmegaConf resolves such a string), without
+    parsing them again for every job. Anything else: OmegaConf.to_container."""
+    hit = _LOG_CONFS.get(id(log_config))
+    if hit is None or hit[0] is not log_config:
+        plain = OmegaConf.to_container(log_config, resolve=False)
+        spots: Optional[List[Tuple[Tuple[Any, ...], str]]] = []
+        if not _simple_interpolations(plain, (), spots):  # type: ignore[arg-type]
+            spots = None
+        if len(_LOG_CONFS) >= 64:
+            _LOG_CONFS.clear()
+        hit = _LOG_CONFS[id(log_config)] = (log_config, plain, spots)
+    _, plain, spots = hit
+    if spots is None:
+        return OmegaConf.to_container(log_config, resolve=True)
+    root = log_config._get_root()
+    out = copy.deepcopy(plain)
+    for path, text in spots:
+        parts = _KEY_REF.split(text)  # literal, key, literal, key, ..., literal
+        for i in range(1, len(parts), 2):
+            try:
+                value = OmegaConf.select(root, parts[i])
+            except Exception:  # noqa: BLE001 - OmegaConf.to_container raises it as configure_log would
+                value = None
+            if not isinstance(value, str):
+                return OmegaConf.to_container(log_config, resolve=True)
+            parts[i] = value
+        node = out
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = "".join(parts)
+    return out
+
+
+def _simple_interpolations(node: Any, path: Tuple[Any, ...], spots: List[Tuple[Tuple[Any, ...], str]]) -> bool:
+    """Collect (path, text) of node's strings holding interpolations into spots; False if one is
+    not made of absolute key references and plain text only (or a key holds one)."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        if isinstance(key, str) and "$" in key:
+            return False
+        if isinstance(value, str) and "$" in value:
+            literals = _KEY_REF.split(value)[0::2]
+            if any(c in text for text in literals for c in "${}\\"):
+                return False
+            spots.append((path + (key,), value))
+        elif isinstance(value, (dict, list)) and not _simple_interpolations(value, path + (key,), spots):
+            return False
+    return True
+
+
+_job_log: Optional[_JobLog] = None
+
+
+def configure_job_log(log_config: Optional[DictConfig], verbose: Any) -> None:
+    """Hydra's configure_log(log_config, verbose) for a sweep job: the same log lines in the same
+    files. When the previous job of this process configured the same logging but for the file
+    handlers' filenames (the job's folder), and nothing changed the logging since, its file
+    handlers are re-pointed to this job's files (_JobLog.repoint) instead of running dictConfig
+    again; anything else is configured in full."""
+    global _job_log
+    from hydra.core.utils import configure_log
+
+    conf = _logging_conf(log_config) if log_config is not None else None
+    plain_verbose = OmegaConf.to_container(verbose) if OmegaConf.is_config(verbose) else verbose
+    last, _job_log = _job_log, None
+    if last is not None and isinstance(conf, dict):
+        try:
+            if last.repoint(conf, plain_verbose):
+                _job_log = last
+                return
+        except Exception:  # noqa: BLE001 - configured in full below, which reports the problem as before
+            pass
+    configure_log(log_config, verbose)
+    _job_log = _JobLog.after_configure(conf, plain_verbose)
 
 
 def _swept_keys(config: DictConfig) -> List[str]:

@@ -95,3 +95,156 @@ def test_job_texts_of_another_config_are_emitted_whole(loader_and_master):
     assert composer.job_texts(cfg, hydra_cfg) == job_yaml_texts(cfg, hydra_cfg)
     assert "spread: 0.005" in composer.job_texts(cfg, hydra_cfg)[0]
     assert composer.job_texts(other, hydra_cfg)[0] == OmegaConf.to_yaml(other)
+
+
+# ---------------------------------------------------------------- a job's logging
+
+
+def _job_logging(loader_and_master, folder, num: int, **extra):
+    """The hydra.job_logging of a composed job whose output_dir is folder (a DictConfig with its hydra root)."""
+    from mmrun.compose import JobComposer
+
+    loader, master = loader_and_master
+    cfg, hydra_cfg = JobComposer(loader, master).compose_job(["spread=0.003"])
+    _set_job(hydra_cfg, num, str(folder))
+    h = hydra_cfg.hydra
+    for key, value in extra.items():
+        with read_write(h), open_dict(h):
+            OmegaConf.update(h, key, value)
+    return h.job_logging
+
+
+@pytest.fixture()
+def clean_logging(monkeypatch):
+    """The root logger's handlers and level restored after the test; full configurations counted."""
+    import logging
+
+    import hydra.core.utils
+
+    from mmrun import launch
+
+    handlers, level = logging.root.handlers[:], logging.root.level
+    full = []
+    configure_log = hydra.core.utils.configure_log
+    monkeypatch.setattr(hydra.core.utils, "configure_log", lambda *a: (full.append(a), configure_log(*a)))
+    yield full
+    for h in logging.root.handlers[:]:
+        logging.root.removeHandler(h)
+        h.close()
+    for h in handlers:
+        logging.root.addHandler(h)
+    logging.root.setLevel(level)
+    launch._job_log = None
+
+
+def _run_jobs(loader_and_master, folders, configure, **extra):
+    import logging
+
+    for num, folder in enumerate(folders):
+        folder.mkdir(parents=True, exist_ok=True)
+        configure(_job_logging(loader_and_master, folder, num, **extra), False)
+        logging.getLogger("mmrun").info("job %s line one", num)
+        logging.getLogger("mmrun.sub").warning("job %s line two", num)
+        logging.getLogger("mmrun").debug("job %s not logged at INFO", num)
+    logging.root.handlers[-1].flush()
+
+
+def _lines(folder):
+    return [line.split(" - ", 1)[1] for line in (folder / "mmrun.log").read_text().splitlines()]
+
+
+def test_consecutive_jobs_log_to_their_own_files_as_with_configure_log(loader_and_master, tmp_path, clean_logging, capsys):
+    import logging
+
+    from hydra.core.utils import configure_log
+
+    from mmrun import launch
+
+    ours = [tmp_path / "ours" / str(i) for i in range(3)]
+    _run_jobs(loader_and_master, ours, launch.configure_job_log)
+    assert len(clean_logging) == 1  # configured once: jobs 1 and 2 re-pointed the file handler
+    theirs = [tmp_path / "theirs" / str(i) for i in range(3)]
+    _run_jobs(loader_and_master, theirs, configure_log)
+    for num, (a, b) in enumerate(zip(ours, theirs)):
+        assert _lines(a) == _lines(b) == [f"job {num} line one", f"job {num} line two"]
+    # one console handler and one file handler on the root, as dictConfig leaves them
+    launch._job_log = None
+    full = len(clean_logging)
+    launch.configure_job_log(_job_logging(loader_and_master, ours[0], 0), False)
+    launch.configure_job_log(_job_logging(loader_and_master, ours[1], 1), False)
+    assert len(clean_logging) == full + 1
+    kinds = [type(h) for h in logging.root.handlers]
+    assert kinds == [logging.StreamHandler, logging.FileHandler]
+    assert logging.root.handlers[1].baseFilename == str(ours[1] / "mmrun.log")
+    assert capsys.readouterr().out.count("line one") == 6
+
+
+def test_a_changed_logging_config_or_stdout_is_configured_in_full(loader_and_master, tmp_path, clean_logging):
+    import io
+    import logging
+    import sys
+
+    from mmrun import launch
+
+    folders = [tmp_path / str(i) for i in range(6)]
+    for f in folders:
+        f.mkdir()
+
+    def job(num, **extra):
+        launch.configure_job_log(_job_logging(loader_and_master, folders[num], num, **extra), False)
+
+    job(0)
+    job(1)
+    assert len(clean_logging) == 1
+    # another format: configured in full (a new file handler with the new format)
+    job(2, **{"job_logging.formatters.simple.format": "%(levelname)s|%(message)s"})
+    assert len(clean_logging) == 2
+    logging.getLogger("mmrun").info("formatted")
+    logging.root.handlers[-1].flush()
+    assert (folders[2] / "mmrun.log").read_text() == "INFO|formatted\n"
+    job(3)
+    assert len(clean_logging) == 3
+    # sys.stdout replaced: the console handler writes to the new one, as a new dictConfig binds it
+    saved, sys.stdout = sys.stdout, io.StringIO()
+    try:
+        job(4)
+        assert len(clean_logging) == 4
+        logging.getLogger("mmrun").info("to the new stdout")
+        assert "to the new stdout" in sys.stdout.getvalue()
+    finally:
+        sys.stdout = saved
+    # a handler added by a job: dictConfig would close it, so the next job is configured in full
+    extra = logging.StreamHandler(io.StringIO())
+    logging.getLogger("other").addHandler(extra)
+    job(5)
+    assert len(clean_logging) == 5
+    logging.getLogger("other").removeHandler(extra)
+
+
+@pytest.mark.parametrize("filename", [
+    None,  # the shipped ${hydra.runtime.output_dir}/${hydra.job.name}.log
+    "${hydra.runtime.output_dir}/job-${hydra.job.num}.log",  # an int: OmegaConf's own resolution
+    "${hydra.runtime.output_dir}/${hydra.job.override_dirname}.log",
+    "${hydra.runtime.output_dir}/\\${hydra.job.name}.log",  # an escaped interpolation
+    "${hydra.runtime.output_dir}/${oc.env:HOME}.log",  # a resolver
+    "${hydra.job.name}",
+])
+def test_a_jobs_logging_config_resolves_as_omegaconfs(loader_and_master, tmp_path, filename):
+    from mmrun import launch
+
+    extra = {} if filename is None else {"job_logging.handlers.file.filename": filename}
+    for num in range(3):
+        node = _job_logging(loader_and_master, tmp_path / str(num), num, **extra)
+        assert launch._logging_conf(node) == OmegaConf.to_container(node, resolve=True)
+        assert launch._logging_conf(node) == OmegaConf.to_container(node, resolve=True)  # kept per node
+
+
+def test_a_broken_reference_in_the_logging_config_fails_as_in_omegaconf(loader_and_master, tmp_path):
+    from mmrun import launch
+
+    node = _job_logging(loader_and_master, tmp_path, 1, **{"job_logging.handlers.file.filename": "${hydra.nothing}/x.log"})
+    with pytest.raises(Exception) as theirs:
+        OmegaConf.to_container(node, resolve=True)
+    with pytest.raises(type(theirs.value)) as ours:
+        launch._logging_conf(node)
+    assert str(ours.value) == str(theirs.value)
