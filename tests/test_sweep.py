@@ -533,3 +533,12 @@ def test_a_sweep_process_gives_polars_one_thread_unless_the_user_set_it(preset, 
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(expected)
+
+
+def test_releasing_idle_joblib_workers_does_not_import_joblib_when_no_pool_ran():
+    # after mmrun's own launcher, the report starts at once (importing loky took 0.1 s)
+    code = ("import sys, mmrun.sweep as s; s._release_idle_workers(); "
+            "print('joblib.externals.loky.reusable_executor' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
