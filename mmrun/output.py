@@ -148,7 +148,8 @@ def pair_summary(cfg: Any, spec: PairSpec, out: PairOutcome) -> Dict[str, Any]:
     run = out.run
     first_mid = lambda: float(run.mid[0])  # noqa: E731
     initial_base = start_balances(cfg, spec.capital, first_mid)[0] if len(run.ts_ms) else 0.0
-    stats = summary_metrics(run, initial_value=spec.capital, initial_base=initial_base, fill_model=cfg.fills.model)
+    fill_model = str(cfg.fills.model)  # read once: every DictConfig read is a walk through OmegaConf
+    stats = summary_metrics(run, initial_value=spec.capital, initial_base=initial_base, fill_model=fill_model)
     ts = run.ts_ms
     from mmrun.market.history import summary_labels
 
@@ -166,13 +167,13 @@ def pair_summary(cfg: Any, spec: PairSpec, out: PairOutcome) -> Dict[str, Any]:
         "gaps": labels["gaps"],
         "retries": out.retries,
         "trades_incomplete": out.trades_incomplete,
-        **({"caveats": caveats(cfg.fills.model)} if caveats(cfg.fills.model) else {}),
+        **({"caveats": caveats(fill_model)} if caveats(fill_model) else {}),
         **({"initial_base": initial_base} if initial_base else {}),  # run.start=target: base held at the start
         "seed": cfg.seed,
         "data_fingerprint": out.fingerprint,
         "strategy": cfg.strategy.name,
         "spread": cfg.spread,
-        "fill_model": cfg.fills.model,
+        "fill_model": fill_model,
         "capital": spec.capital,
         "fee_maker": cfg.fees.maker,
         "market_start": _iso(ts[0]) if len(ts) else None,
