@@ -397,7 +397,7 @@ def test_rerun_compares_parquet_files_by_value_and_others_by_byte(tmp_path: Path
     write_parquet(df, lean, fast=True)
     write_parquet(df, full)
     write_parquet(df.with_columns(pl.col("price") + 1e-9), other)
-    assert lean.read_bytes() != full.read_bytes()  # LZ4 and zstd
+    assert lean.read_bytes() != full.read_bytes()  # PyArrow's encodings with LZ4, and Polars' zstd
     assert _same(lean, full) and _same(full, full)
     assert not _same(lean, other) and not _same(lean, tmp_path / "missing.parquet")
     (tmp_path / "a.csv").write_text("x\n1\n")
@@ -542,3 +542,26 @@ def test_releasing_idle_joblib_workers_does_not_import_joblib_when_no_pool_ran()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_a_lean_parquet_file_reads_back_as_the_frame_it_was_written_from(tmp_path: Path):
+    from mmrun.record import EVENT_TIME, EVENT_TYPES, SIDES, write_parquet
+
+    n = 1000
+    rng = np.random.default_rng(3)
+    price = np.round(100 + rng.normal(0, 1, n).cumsum(), 2)
+    df = pl.DataFrame({
+        "timestamp": pl.Series(np.repeat(np.arange(n // 2) * 60_000, 2) + 1_700_000_000_000).cast(EVENT_TIME),
+        "event_type": pl.Series(["FILL", "QUOTE"] * (n // 2), dtype=EVENT_TYPES),
+        "price": pl.Series(np.where(np.arange(n) % 7 == 0, np.nan, price)),
+        "amount": pl.Series([0.01, None] * (n // 2), dtype=pl.Float64),
+        "rows": pl.Series(np.arange(n)[::-1], dtype=pl.Int64),
+        "side": pl.Series(["buy", "sell", None, "buy"] * (n // 4), dtype=SIDES),
+        "pair": pl.Series(["BTC/USDT"] * n, dtype=pl.Enum(["BTC/USDT"])),
+        "note": pl.Series([None] * n, dtype=pl.String),
+    })
+    path = tmp_path / "events.parquet"
+    write_parquet(df, path, fast=True)
+    back = pl.read_parquet(path)
+    assert back.schema == df.schema
+    assert back.equals(df)
