@@ -58,8 +58,14 @@ class JobComposer:
         self._scratch: Dict[Tuple[str, ...], DictConfig] = {}  # check(): one copy per template for plain values
         self._task_texts: Dict[Tuple[str, ...], Optional["_TaskText"]] = {}  # config.yaml blocks per template
         self._hydra_texts: Dict[int, Tuple[DictConfig, Optional["_HydraText"]]] = {}  # hydra.yaml blocks per hydra part
+        self._checks: Dict[Tuple[str, ...], "_TemplateChecks"] = {}  # what validate() may reuse, per template
         # the last compose_job's task config, its template key and the top-level keys its value overrides name
-        self._last_job: Optional[Tuple[DictConfig, Tuple[str, ...], frozenset]] = None
+        # (with the override strings naming each, in order)
+        self._last_job: Optional[Tuple[DictConfig, Tuple[str, ...], Dict[str, Tuple[str, ...]]]] = None
+        # a top-level section's YAML lines and resolved container once the template's value
+        # overrides naming it are applied: (template key, section, those overrides) -> value
+        self._section_texts: Dict[Tuple[Tuple[str, ...], str, Tuple[str, ...]], str] = {}
+        self._section_items: Dict[Tuple[Tuple[str, ...], str, Tuple[str, ...]], Any] = {}
 
     # ------------------------------------------------------------ overrides
 
@@ -146,23 +152,28 @@ class JobComposer:
                 hydra_cfg["hydra"] = hydra_node  # moved, not copied
             OmegaConf.copy_cache(from_config=self.master, to_config=hydra_cfg)
             OmegaConf.set_readonly(hydra_cfg.hydra, True)
+            dirname = hydra_cfg.hydra.job.config.override_dirname
             # each job's copy is unpickled from these bytes: the same config (flags, types,
             # schema) as copy.deepcopy gives, in a sixth of the time
-            parts = self._parts[groups] = (pickle.dumps(full, protocol=pickle.HIGHEST_PROTOCOL), hydra_cfg)
-        task_template, hydra_cfg = parts
+            parts = self._parts[groups] = (pickle.dumps(full, protocol=pickle.HIGHEST_PROTOCOL), hydra_cfg,
+                                           (dirname.kv_sep, dirname.item_sep, list(dirname.exclude_keys)))
+        task_template, hydra_cfg, (kv_sep, item_sep, exclude_keys) = parts
         cfg = pickle.loads(task_template)
         ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
-        self._last_job = (cfg, groups, frozenset(_top_key(o.key_or_group) for o in values))
+        touched: Dict[str, List[str]] = {}
+        for o in values:
+            touched.setdefault(_top_key(o.key_or_group), []).append(o.input_line)
+        self._last_job = (cfg, groups, {k: tuple(v) for k, v in touched.items()})
         app = [o for o in parsed if not o.is_hydra_override()]
         h = hydra_cfg.hydra
-        with read_write(h), open_dict(h):
-            h.overrides.task = [o.input_line for o in app]
-            h.job.override_dirname = get_overrides_dirname(
-                overrides=app,
-                kv_sep=h.job.config.override_dirname.kv_sep,
-                item_sep=h.job.config.override_dirname.item_sep,
-                exclude_keys=h.job.config.override_dirname.exclude_keys,
-            )
+        # read-write for the two nodes set (not the whole hydra node: each flag change walks
+        # the subtree below it)
+        overrides_node, job_node = h._get_node("overrides"), h._get_node("job")
+        with read_write(overrides_node):
+            overrides_node.task = [o.input_line for o in app]
+        with read_write(job_node):
+            job_node.override_dirname = get_overrides_dirname(
+                overrides=app, kv_sep=kv_sep, item_sep=item_sep, exclude_keys=exclude_keys)
         return cfg, hydra_cfg
 
     def job_texts(self, cfg: DictConfig, hydra_cfg: DictConfig) -> Tuple[str, str, str]:
@@ -184,11 +195,48 @@ class JobComposer:
         if hit is None or hit[0] is not hydra_cfg:
             hit = self._hydra_texts[id(hydra_cfg)] = (hydra_cfg, _HydraText.of(hydra_cfg))
         hydra = hit[1]
-        config_text = task.text(cfg, touched) if task is not None else yaml_text(_plain(cfg))
+        config_text = task.text(cfg, touched, self._section_memo(groups, touched, self._section_texts)) \
+            if task is not None else yaml_text(_plain(cfg))
         if hydra is None:
             return config_text, yaml_text(_plain(hydra_cfg)), yaml_text(_plain(hydra_cfg.hydra.overrides.task))
         hydra_text, overrides = hydra.text(hydra_cfg)
         return config_text, hydra_text, yaml_text(overrides)
+
+    def job_hint(self, cfg: DictConfig) -> Optional[Tuple[Any, frozenset]]:
+        """For mmrun.config.hint_job, the job compose_job made last (None for any other config):
+        (a function giving OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True) from
+        the template's container, resolving again only the top-level sections the job's value
+        overrides name or that hold an interpolation; the top-level keys whose sections pass the
+        unknown-key check in the template and which the overrides leave alone)."""
+        import functools
+
+        last = self._last_job
+        parts = self._parts.get(last[1]) if last is not None and last[0] is cfg else None
+        if parts is None:
+            return None
+        groups, touched = last[1], last[2]
+        checks = self._checks.get(groups)
+        if checks is None:
+            checks = self._checks[groups] = _TemplateChecks(pickle.loads(parts[0]))
+        return (functools.partial(checks.items, cfg, touched, self._section_memo(groups, touched, self._section_items)),
+                checks.good.difference(touched))
+
+    @staticmethod
+    def _section_memo(groups: Tuple[str, ...], touched: Dict[str, Tuple[str, ...]], memo: Dict[Any, Any]) -> Any:
+        """A function (section, make) -> make() kept in memo per (template, section, the job's
+        overrides naming the section): a grid repeats each value of a key over many jobs."""
+
+        def get(key: str, make: Any) -> Any:
+            k = (groups, key, touched.get(key, ()))
+            hit = memo.get(k)
+            if hit is None:
+                hit = make()
+                if len(memo) >= 10_000:
+                    memo.clear()
+                memo[k] = hit
+            return hit
+
+        return get
 
     def check(self, batch: Sequence[Sequence[str]]) -> None:
         """Fail as Hydra's sweeper would if any job of the batch cannot be composed.
@@ -220,6 +268,67 @@ class JobComposer:
             for o in fresh:
                 ConfigLoaderImpl._apply_overrides_to_config([o], cfg)
                 self._checked.add((groups, o.input_line))
+
+
+class _TemplateChecks:
+    """What validate() reads of a template's jobs that the template already tells: its plain
+    container (unresolved: the sections without interpolations read the same resolved) and the
+    top-level keys whose sections pass the unknown-key check."""
+
+    def __init__(self, template: DictConfig):
+        from mmrun.config import keys_without_unknown
+
+        plain = OmegaConf.to_container(template, resolve=False)
+        self.reresolve = frozenset(k for k, v in plain.items() if _holds(v, lambda x: "${" in x))
+        # a missing value ('???') fails to_container(throw_on_missing=True): the jobs do it in full
+        self.plain = None if _holds(plain, lambda x: x == "???") else plain
+        try:
+            self.good = keys_without_unknown(template)
+        except Exception:  # noqa: BLE001 - the jobs walk every section
+            self.good = frozenset()
+
+    def items(self, cfg: DictConfig, touched: Dict[str, Tuple[str, ...]], memo: Any) -> Optional[Dict[str, Any]]:
+        """OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True) for a job of this
+        template whose value overrides name the top-level keys `touched` ({key: override
+        strings}); None if a section does not resolve (the caller then makes the container in
+        full and meets the error). A section named by overrides without an interpolation
+        resolves the same for every job with those overrides: kept (memo)."""
+        if self.plain is None:
+            return None
+        out: Dict[str, Any] = {}
+        try:
+            for key in cfg.keys():
+                if key in self.reresolve or key not in self.plain:
+                    out[key] = _resolved_child(cfg, key)
+                elif key in touched:
+                    if any("${" in line for line in touched[key]):
+                        out[key] = _resolved_child(cfg, key)
+                    else:
+                        out[key] = memo(key, lambda: _resolved_child(cfg, key))  # noqa: B023 - called at once
+                else:
+                    out[key] = self.plain[key]
+        except Exception:  # noqa: BLE001 - see above
+            return None
+        return out
+
+
+def _holds(value: Any, test: Any) -> bool:
+    """True if a string in value (a plain container: keys and values) passes test."""
+    if isinstance(value, str):
+        return bool(test(value))
+    if isinstance(value, dict):
+        return any(_holds(k, test) or _holds(v, test) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds(v, test) for v in value)
+    return False
+
+
+def _resolved_child(cfg: DictConfig, key: str) -> Any:
+    """cfg[key] as OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True) holds it."""
+    node = cfg._get_child(key, throw_on_missing_value=True)._dereference_node()
+    if isinstance(node, Container):
+        return OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
+    return node._value()
 
 
 # ---------------------------------------------------------------- YAML text of a job's .hydra files
@@ -306,12 +415,15 @@ class _TaskText:
         blocks = {key: _lines((), {key: value}) for key, value in template.items()}
         return cls(blocks) if "".join(blocks.values()) == yaml_text(template) else None
 
-    def text(self, cfg: DictConfig, touched: frozenset) -> str:
-        """cfg's text: the template's block for every top-level key no value override named."""
+    def text(self, cfg: DictConfig, touched: Dict[str, Tuple[str, ...]], memo: Any) -> str:
+        """cfg's text: the template's block for every top-level key no value override named; a
+        named one's is the same for every job with the same overrides naming it (memo)."""
         out = []
         for key in cfg.keys():
             block = self.blocks.get(key) if key not in touched else None
-            out.append(block if block is not None else _lines((), {key: _plain_child(cfg, key)}))
+            if block is None:
+                block = memo(key, lambda: _lines((), {key: _plain_child(cfg, key)}))  # noqa: B023 - called at once
+            out.append(block)
         return "".join(out)
 
 

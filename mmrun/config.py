@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -214,17 +215,18 @@ def _one_of(key: str, value: Any, allowed: tuple) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed: choose one of {', '.join(allowed)}")
 
 
-def _unknown_keys(cfg: Any) -> None:
-    """Keys added with '+key=...' that the schema does not know (free-form maps excepted)."""
+def _unknown_keys(cfg: Any, known_good: frozenset = frozenset()) -> None:
+    """Keys added with '+key=...' that the schema does not know (free-form maps excepted).
+    known_good: top-level keys whose sections are known to pass (not walked again)."""
     from omegaconf import DictConfig, OmegaConf
 
     free = {"exchange.sim.prices", "strategy"}  # strategy: checked against its own schema (check_strategy)
 
-    def walk(node: Any, schema: Any, prefix: str) -> None:
+    def walk(node: Any, schema: Any, prefix: str, skip: frozenset = frozenset()) -> None:
         allowed = [str(k) for k in schema.keys()]
         for key in node.keys():
             full = f"{prefix}{key}"
-            if full in free or full == "hydra":
+            if full in free or full == "hydra" or key in skip:
                 continue
             if key not in allowed:
                 raise ConfigError(f"{full}: unknown config key (allowed here: {', '.join(allowed)})")
@@ -237,7 +239,22 @@ def _unknown_keys(cfg: Any) -> None:
                     walk(child, child_schema, full + ".")
 
     if OmegaConf.is_config(cfg):
-        walk(cfg, _schema(Config), "")
+        walk(cfg, _schema(Config), "", known_good)
+
+
+def keys_without_unknown(cfg: Any) -> frozenset:
+    """The top-level keys of cfg (a DictConfig) whose sections pass the unknown-key check: a
+    sweep's composer finds them once per template, and its jobs' checks skip the sections their
+    value overrides leave as the template has them."""
+    keys = list(cfg.keys())
+    good = set()
+    for key in keys:
+        try:
+            _unknown_keys(cfg, frozenset(k for k in keys if k != key))
+        except ConfigError:
+            continue
+        good.add(key)
+    return frozenset(good)
 
 
 @functools.lru_cache(maxsize=None)
@@ -250,15 +267,105 @@ def _schema(node_type: type) -> Any:
     return schema
 
 
+class PlainConfig(dict):
+    """A resolved config section as a plain dict read like the DictConfig it was made from
+    (`cfg.sizing.order_size_pct`, `.get`, `in`, iteration): checks that read many keys read them
+    at dict speed instead of resolving each through OmegaConf. Values are what attribute access
+    gives (interpolations resolved, typed nodes converted); a key it lacks is looked up in the
+    DictConfig, which raises its own error."""
+
+    __slots__ = ("_source",)
+
+    def __init__(self, items: Dict[str, Any], source: Any):
+        super().__init__(items)
+        self._source = source  # the DictConfig section, or a function returning it
+
+    def _node(self) -> Any:
+        src = self._source
+        return src() if callable(src) else src
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            return getattr(self._node(), name)
+
+    def get(self, key: Any, default: Any = None) -> Any:  # type: ignore[override]
+        return self[key] if key in self else self._node().get(key, default)
+
+
+def plain_config(cfg: Any, items: Optional[Callable[[], Optional[Dict[str, Any]]]] = None) -> Any:
+    """cfg as a PlainConfig (OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True),
+    or what `items` returns, when not None: the same container made another way), or cfg itself
+    if it is not a DictConfig or does not resolve in full (a missing value, a broken
+    interpolation): the checks then read it key by key and fail where they always did."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if not isinstance(cfg, DictConfig):
+        return cfg
+    made = items() if items is not None else None
+    if made is None:
+        try:
+            made = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        except Exception:  # noqa: BLE001 - read key by key instead, failing as before
+            return cfg
+    return _plain_sections(made, cfg, ())
+
+
+def _plain_sections(items: Dict[str, Any], root: Any, path: tuple) -> PlainConfig:
+    """items' dicts as PlainConfig sections, its lists copied (items itself is left as it is)."""
+    out = {}
+    for key, value in items.items():
+        if isinstance(value, dict):
+            value = _plain_sections(value, root, path + (key,))
+        elif isinstance(value, list):
+            value = copy.deepcopy(value)
+        out[key] = value
+    return PlainConfig(out, root if not path else functools.partial(_section, root, path))
+
+
+def _section(root: Any, path: tuple) -> Any:
+    node = root
+    for key in path:
+        node = getattr(node, key)
+    return node
+
+
+# a sweep job's config and what its composer knows of it (hint_job), for validate
+_job_hint: Optional[Tuple[Any, Callable[[], Optional[Dict[str, Any]]], frozenset]] = None
+
+
+def hint_job(cfg: Any, items: Callable[[], Optional[Dict[str, Any]]], known_good: frozenset) -> None:
+    """What a sweep's composer knows of a job config it made, for validate(cfg) to use (once):
+    items() gives OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True) (None: made
+    in full), known_good the top-level keys whose sections pass the unknown-key check. The
+    launcher gives it only when nothing may change cfg before the task validates it."""
+    global _job_hint
+    _job_hint = (cfg, items, known_good)
+
+
+def _take_job_hint(cfg: Any) -> Tuple[Optional[Callable[[], Optional[Dict[str, Any]]]], frozenset]:
+    global _job_hint
+    hint, _job_hint = _job_hint, None
+    if hint is None or hint[0] is not cfg:
+        return None, frozenset()
+    return hint[1], hint[2]
+
+
 def validate(cfg: Any) -> List[PairSpec]:
-    """Check ranges and cross-field rules; return the pairs to run. Raises ConfigError."""
+    """Check ranges and cross-field rules; return the pairs to run. Raises ConfigError.
+
+    The checks read a resolved plain copy (plain_config), the strategy's its DictConfig (its
+    schema); the unknown-key check walks the DictConfig's nodes and their types."""
     from mmrun.limits import check_ranges
 
-    _unknown_keys(cfg)
+    items, known_good = _take_job_hint(cfg)
+    _unknown_keys(cfg, known_good)
+    raw, cfg = cfg, plain_config(cfg, items)
     check_ranges(cfg)  # every numeric key's finite range (mmrun/limits.py)
     _one_of("mode", cfg.mode, MODES)
     _one_of("fills.model", cfg.fills.model, FILL_MODELS)
-    check_strategy(cfg.strategy)
+    check_strategy(raw.strategy)
     _one_of("sizing.name", cfg.sizing.name, SIZINGS)
     from mmrun.inputs import check_start
 

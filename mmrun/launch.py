@@ -262,9 +262,16 @@ class Session:
         if kind == "full":
             return self._run_full(idx, self.composer.compose(overrides))
         task_cfg, hydra_cfg = self.composer.compose_job(overrides)
-        with read_write(hydra_cfg.hydra.job), open_dict(hydra_cfg.hydra.job):
-            hydra_cfg.hydra.job.id = idx
-            hydra_cfg.hydra.job.num = idx
+        if not _callbacks_see_jobs(self.hydra_context):
+            hint = self.composer.job_hint(task_cfg)
+            if hint is not None:
+                from mmrun.config import hint_job
+
+                hint_job(task_cfg, *hint)
+        job = hydra_cfg.hydra._get_node("job")
+        with read_write(job):  # keys of Hydra's schema: set, not added
+            job.id = idx
+            job.num = idx
         folder, ok, value = run_job_in_place(self.hydra_context, self.task_function, task_cfg, hydra_cfg,
                                              texts=self.composer.job_texts)
         status, error = job_outcome(folder)
@@ -401,6 +408,17 @@ class Session:
             _active = None
 
 
+def _callbacks_see_jobs(hydra_context: Any) -> bool:
+    """True if a Hydra callback of the sweep has an on_job_start (it is given the job's config
+    before the task runs, and may change it); mmrun's own callbacks have none."""
+    from hydra.experimental.callback import Callback
+
+    callbacks = getattr(hydra_context.callbacks, "callbacks", None)
+    if not isinstance(callbacks, list):
+        return True
+    return any(not isinstance(cb, Callback) or type(cb).on_job_start is not Callback.on_job_start for cb in callbacks)
+
+
 def run_job_in_place(hydra_context: Any, task_function: Any, cfg: DictConfig, hydra_cfg: DictConfig,
                      output_dir: Optional[str] = None,
                      texts: Callable[[DictConfig, DictConfig], Tuple[str, str, str]] = job_yaml_texts,
@@ -420,8 +438,9 @@ def run_job_in_place(hydra_context: Any, task_function: Any, cfg: DictConfig, hy
     hc = hydra_cfg.hydra
     if output_dir is None:
         output_dir = os.path.join(str(hc.sweep.dir), str(hc.sweep.subdir))
-    with read_write(hc.runtime), open_dict(hc.runtime):
-        hc.runtime.output_dir = os.path.abspath(output_dir)
+    runtime = hc._get_node("runtime")
+    with read_write(runtime):  # a key of Hydra's schema: set, not added
+        runtime.output_dir = os.path.abspath(output_dir)
     saved = HydraConfig.instance().cfg
     HydraConfig.instance().cfg = hydra_cfg
     old_cwd = os.getcwd()

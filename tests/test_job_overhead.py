@@ -248,3 +248,97 @@ def test_a_broken_reference_in_the_logging_config_fails_as_in_omegaconf(loader_a
     with pytest.raises(type(theirs.value)) as ours:
         launch._logging_conf(node)
     assert str(ours.value) == str(theirs.value)
+
+
+# ---------------------------------------------------------------- the config checks
+
+
+def _typed(value):
+    """value with every leaf's type, so that 1, 1.0 and True differ."""
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_typed(v) for v in value]
+    return (type(value).__name__, value)
+
+
+def _read(node, plain, path=""):
+    """Every key of a DictConfig read by attribute (and .get) from it and from its PlainConfig: the same values."""
+    from omegaconf import DictConfig, ListConfig
+
+    for key in node.keys():
+        a, b = getattr(node, key), getattr(plain, key)
+        assert node.get(key) is a or node.get(key) == a
+        assert plain.get(key) is b
+        if isinstance(a, DictConfig):
+            _read(a, b, f"{path}{key}.")
+        elif isinstance(a, ListConfig):
+            assert _typed(OmegaConf.to_container(a, resolve=True)) == _typed(b), path + key
+        else:
+            assert _typed(a) == _typed(b), path + key
+
+
+def test_plain_configs_read_as_the_dictconfig(loader_and_master):
+    from mmrun.compose import JobComposer
+    from mmrun.config import PlainConfig, plain_config
+
+    loader, master = loader_and_master
+    composer = JobComposer(loader, master)
+    extra = [["fees.maker=0", "exchange.taker_fee=0.002"], ["exchange.maker_fee=0.0005"], ["data.repair=[sort]", "pairs=null"]]
+    for overrides in SEQUENCE + extra:
+        cfg, _ = composer.compose_job(overrides)
+        items, known_good = composer.job_hint(cfg)
+        want = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        assert _typed(items()) == _typed(want), overrides
+        for plain in (plain_config(cfg), plain_config(cfg, items)):
+            assert isinstance(plain, PlainConfig)
+            _read(cfg, plain)
+        assert "strategy" not in known_good or not any(o.startswith("strategy.") for o in overrides)
+    # a key the config lacks fails as the DictConfig's attribute access does
+    plain = plain_config(cfg)
+    for read in (lambda c: c.nothing, lambda c: c.sweep.nothing):
+        with pytest.raises(Exception) as theirs:
+            read(cfg)
+        with pytest.raises(type(theirs.value)) as ours:
+            read(plain)
+        assert str(ours.value) == str(theirs.value)
+    assert plain.sweep.get("nothing", 3) == cfg.sweep.get("nothing", 3) == 3
+
+
+BAD = [
+    ["spread=2"], ["capital=-1"], ["sizing.order_size_pct=0"], ["exchange.sim.prices.BTC=-5"], ["pairs=[]"],
+    ["pairs=[BTC/USDT,BTC/USDT]"], ["pairs=[BTC/USDT@x]"], ["fills.latency_ms=1e9"], ["sweep.objective=nope"],
+    ["sweep.top=0"], ["data.max_gap_s=-1"], ["mode=foo"], ["fees.maker=${nothing}"], ["fees.maker=???"],
+    ["run.start=target"], ["pair=BTCUSDT"], ["mode=paper", "pair=ABC/USDT"], ["mode=paper", "exchange=binance", "exchange.fallbacks=[nope]"], ["+sizing.bogus=1"], ["+bogus=1"],
+    ["+exchange.sim.bogus=1", "spread=3"], ["sweep.holdout=0.5", "mode=paper"], ["data.repair=[nope]"],
+    ["exchange.sim.duration_s=1e9", "intervals.quote_s=0.001"], ["intervals.quote_s=0"], ["data.tick=-1"],
+    ["strategy=avellaneda_stoikov", "strategy.gamma=-1"], ["sweep.fold_window=x"], ["fills.model=x"],
+    ["exchange.sim.start=1900-01-01"], ["data.quotes=q.csv", "data.path=null"], ["spread=0.001"],
+]
+
+
+@pytest.mark.parametrize("bad", BAD, ids=[" ".join(b) for b in BAD])
+def test_checks_on_plain_configs_fail_as_on_the_dictconfig(loader_and_master, monkeypatch, bad):
+    from mmrun import config
+    from mmrun.compose import JobComposer
+
+    loader, master = loader_and_master
+    composer = JobComposer(loader, master)
+
+    def outcome(hinted: bool):
+        cfg, _ = composer.compose_job(["mode=backtest", "data.path=x.csv"] + bad if "mode=paper" not in bad else bad)
+        if hinted:
+            config.hint_job(cfg, *composer.job_hint(cfg))
+        try:
+            return "ok", [s.pair for s in config.validate(cfg)]
+        except Exception as exc:  # noqa: BLE001 - compared
+            return type(exc).__name__, str(exc)
+
+    ours = [outcome(True), outcome(False)]
+    with monkeypatch.context() as m:
+        m.setattr(config, "plain_config", lambda cfg, items=None: cfg)  # every key read from the DictConfig
+        m.setattr(config, "_take_job_hint", lambda cfg: (None, frozenset()))
+        theirs = outcome(True)
+    assert ours == [theirs, theirs]
+    if bad != ["spread=0.001"]:
+        assert theirs[0] != "ok"
