@@ -340,6 +340,12 @@ def test_an_unknown_key_stops_a_sweep_without_leaving_a_folder(tmp_path: Path):
     (d / "notes.txt").write_text("mine")
     r = _sweep(d, "spread=0.001,0.002", "sizing.nope=1,2")
     assert r.returncode == 2 and (d / "notes.txt").read_text() == "mine"
+    # the default folder, outputs/sweeps/<date>, in a folder without outputs/: none of the three is left
+    here = tmp_path / "fresh"
+    here.mkdir()
+    r = run_mmrun("--multirun", "spread=0.001,0.002", "sizing.nope=1,2", cwd=here)
+    assert r.returncode == 2 and "sizing.nope: unknown config key" in r.stderr
+    assert list(here.iterdir()) == []
 
 
 def test_a_bad_sweep_section_stops_before_any_job(tmp_path: Path):

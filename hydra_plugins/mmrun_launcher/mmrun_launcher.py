@@ -77,15 +77,19 @@ class MmrunSweeper(BasicSweeper):
 
     def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Any] = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
-        self._made_dir: Optional[Path] = None  # the sweep folder, if this sweep created it
+        self._made_dirs: List[Path] = []  # the sweep folder and its parents this sweep creates, deepest first
         self._launched = False
 
     def sweep(self, arguments: List[str]) -> Any:
         """Hydra's grid sweep; a sweep stopped by a bad override before its first job leaves no
-        folder behind (Hydra creates it and writes multirun.yaml before checking the jobs)."""
+        folder behind (Hydra creates it, with any missing parent such as outputs/sweeps/, and
+        writes multirun.yaml before checking the jobs)."""
         assert self.config is not None
-        folder = Path(str(self.config.hydra.sweep.dir))
-        self._made_dir = None if folder.exists() else folder
+        folder = Path(str(self.config.hydra.sweep.dir)).absolute()
+        self._made_dirs = []
+        while not folder.exists() and folder.parent != folder:
+            self._made_dirs.append(folder)
+            folder = folder.parent
         self._launched = False
         return super().sweep(arguments)
 
@@ -105,12 +109,22 @@ class MmrunSweeper(BasicSweeper):
         try:
             launch.composer_for(self.hydra_context, self.config).check([list(o) for o in batch])
         except BaseException:
-            folder = self._made_dir
-            if not self._launched and folder is not None and {p.name for p in folder.iterdir()} <= {"multirun.yaml"}:
-                (folder / "multirun.yaml").unlink(missing_ok=True)
-                folder.rmdir()
+            if not self._launched:
+                self._remove_made_dirs()
             raise
         self._launched = True
+
+    def _remove_made_dirs(self) -> None:
+        """Remove the folders this sweep created, if they hold nothing but Hydra's multirun.yaml."""
+        made = self._made_dirs
+        if not made or not made[0].is_dir() or {p.name for p in made[0].iterdir()} - {"multirun.yaml"}:
+            return
+        (made[0] / "multirun.yaml").unlink(missing_ok=True)
+        for folder in made:  # deepest first; a parent something else has written into stays
+            try:
+                folder.rmdir()
+            except OSError:
+                return
 
 
 __all__: List[str] = ["MmrunLauncher", "MmrunSweeper"]
