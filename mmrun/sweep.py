@@ -217,10 +217,16 @@ def _column(name: str, values: List[Any]) -> pl.Series:
     return pl.Series(name, text, dtype=pl.String)
 
 
+# the statuses of jobs that ran to their end (the market, the data or run.max_ticks): only these are
+# ranked; a job `stopped` by a signal or `interrupted` (recovered after a kill) covers part of its run
+RANKED_STATUSES = ("completed", "max_ticks")
+
+
 def build_table(
     jobs: Sequence[Job], swept: Sequence[str], objective: str, direction: str, root: Optional[Path] = None
 ) -> pl.DataFrame:
-    """One row per job, best first by objective (ties by job number); failed or unranked rows last.
+    """One row per job, best first by objective (ties by job number); failed or unranked rows last
+    (a job is ranked when its status is in RANKED_STATUSES and its objective is a number).
 
     root: the sweep folder; the `folder` column is relative to it.
     """
@@ -238,11 +244,13 @@ def build_table(
     def error(job: Job) -> Optional[str]:
         if not job.summary:
             return "no summary.json: the job did not finish"
-        return job.summary.get("error")
+        if job.summary.get("error") or status(job) in RANKED_STATUSES + ("failed",):
+            return job.summary.get("error")
+        return f"{status(job)} before its end: its figures cover part of its run, so it is not ranked"
 
     def score(job: Job) -> Optional[float]:
         v = job.summary.get(objective)
-        if status(job) == "failed" or not _is_number(v) or math.isnan(v):
+        if status(job) not in RANKED_STATUSES or not _is_number(v) or math.isnan(v):
             return None
         return float(v) if direction == "maximize" else -float(v)
 

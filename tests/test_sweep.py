@@ -94,6 +94,21 @@ def test_report_ranks_jobs_and_lists_failed_ones_last(grid: Path):
     assert (grid / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_only_jobs_that_ran_to_their_end_are_ranked(tmp_path: Path):
+    # a job stopped by a signal or recovered after a kill covers part of its run: listed, not ranked
+    make_job(tmp_path, 0, ["spread=0.001"], done(0.5, 0.1, 10))
+    make_job(tmp_path, 1, ["spread=0.002"], {**done(0.25, 0.1, 10), "status": "max_ticks"})
+    make_job(tmp_path, 2, ["spread=0.003"], {**done(9.0, 0.1, 10), "status": "interrupted"})
+    make_job(tmp_path, 3, ["spread=0.004"], {**done(8.0, 0.1, 10), "status": "stopped"})
+    report = sweep.write_report(tmp_path, declared=["spread"])
+    df = report.table
+    assert df["job"].to_list() == [0, 1, 2, 3] and df["rank"].to_list() == [1, 2, None, None]
+    assert df["error"].to_list()[2:] == [
+        "interrupted before its end: its figures cover part of its run, so it is not ranked",
+        "stopped before its end: its figures cover part of its run, so it is not ranked"]
+    assert "  job 2 interrupted: interrupted before its end" in report.leaderboard
+
+
 def test_leaderboard_shows_the_top_rows_and_every_failure(grid: Path):
     board = sweep.write_report(grid, top=2, declared=["spread", "sizing.order_size_pct"]).leaderboard.splitlines()
     assert board[0] == f"sweep {grid}: 5 jobs, top 2 by total_return_pct (maximize)"
