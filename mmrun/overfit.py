@@ -237,6 +237,10 @@ def _sharpe_from_sums(sum1: np.ndarray, sum2: np.ndarray, count: int) -> np.ndar
     return np.where(flat, 0.0, mean / np.where(flat, 1.0, sd))
 
 
+# the figures the verdict turns on: PBO 0.2 and 0.5, deflated Sharpe 0.5 and 0.95 (see verdict)
+VERDICT_THRESHOLDS = (0.2, 0.5, 0.95)
+
+
 def verdict(dsr: Optional[float], pbo: Optional[float]) -> str:
     """Plain words for a sweep's winner from its deflated Sharpe ratio (DSR) and the PBO.
 

@@ -367,6 +367,19 @@ def _fmt(v: Optional[float]) -> str:
     return "n/a" if v is None else f"{v:.2f}"
 
 
+def _fmt_judged(v: Optional[float]) -> str:
+    """A figure the verdict turns on (deflated Sharpe, PBO): two decimals, more when two would put
+    it on the other side of one of the verdict's thresholds (0.4996 is '0.4996', not '0.50',
+    beside 'treat the winner as luck'); 'n/a' for None or NaN."""
+    if v is None or math.isnan(v):
+        return "n/a"
+    for digits in range(2, 7):
+        text = f"{v:.{digits}f}"
+        if all((float(text) < t) == (v < t) for t in overfit.VERDICT_THRESHOLDS):
+            return text
+    return text
+
+
 def _line(n_trials: int, best: Any, val: Optional[Dict[str, Any]], objective: str, dsr: Optional[float],
           pbo: Optional[float], verdict: str, content: Dict[str, Any]) -> str:
     """'best of 8 trials: in-sample Sharpe 1.9, out-of-sample 0.4; deflated Sharpe 0.31; probability
@@ -386,9 +399,9 @@ def _line(n_trials: int, best: Any, val: Optional[Dict[str, Any]], objective: st
         parts.append(f"Sharpe {_fmt(_num(best.summary.get('sharpe')))}")
         if objective != "sharpe":
             parts.append(f"{objective} {_fmt(_num(best.summary.get(objective)))}")
-    parts.append(f"deflated Sharpe {_fmt(dsr)}")
+    parts.append(f"deflated Sharpe {_fmt_judged(dsr)}")
     splits = (content.get("pbo_detail") or {}).get("splits")
-    parts.append(f"probability of overfitting {_fmt(pbo)}" + (f" ({splits} blocks)" if splits else ""))
+    parts.append(f"probability of overfitting {_fmt_judged(pbo)}" + (f" ({splits} blocks)" if splits else ""))
     return f"best of {n_trials} trials (job {best.num}{by}): " + "; ".join(parts) + f" — {verdict}"
 
 
@@ -426,7 +439,7 @@ def draw_scatter(table: pl.DataFrame, objective: str, direction: str, content: D
     dsr, pbo = content.get("deflated_sharpe"), content.get("pbo")
     ax.set_title(
         f"{int(ok.sum())} jobs, ranked by {objective} ({direction})\n"
-        f"deflated Sharpe {_fmt(dsr)}, probability of overfitting {_fmt(pbo)}",
+        f"deflated Sharpe {_fmt_judged(dsr)}, probability of overfitting {_fmt_judged(pbo)}",
         fontsize=10,
     )
     ax.legend(fontsize=8, loc="best")

@@ -160,3 +160,10 @@ def test_verdict_words():
     assert verdict(0.3, None) == "treat the winner as luck"
     assert verdict(0.99, 0.5) == "treat the winner as luck"
     assert verdict(float("nan"), 0.1) == "the winner holds up"
+
+
+def test_a_verdict_figure_is_never_rounded_across_the_verdict_threshold():
+    from mmrun.overfit_report import _fmt_judged
+
+    assert [_fmt_judged(v) for v in (0.31, 0.4996, 0.5, 0.19999, 0.951, 0.9496, None, float("nan"))] == [
+        "0.31", "0.4996", "0.50", "0.19999", "0.95", "0.9496", "n/a", "n/a"]
