@@ -45,6 +45,15 @@ def _times(ts_ms: np.ndarray) -> np.ndarray:
     return ts_ms.astype("datetime64[ms]")
 
 
+def _concise_dates(ax: Any) -> None:
+    """ax's time axis labelled by matplotlib's ConciseDateFormatter (the day, with the month or year
+    only where it changes: '29', 'Feb', '05'), on the locator the plotted times chose: the full
+    dates of the default formatter ran into each other where the ticks restart at a month."""
+    from matplotlib.dates import ConciseDateFormatter
+
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(ax.xaxis.get_major_locator()))
+
+
 def currencies(pair: Optional[str]) -> tuple:
     """'BTC/USDT' -> ('BTC', 'USDT'); ('base', 'quote') when unknown (a settle suffix ':X' dropped)."""
     base, sep, quote = str(pair or "").partition("/")
@@ -290,6 +299,7 @@ def draw(equity: pl.DataFrame, fills: pl.DataFrame, title: str, initial_value: f
     ax_eq.set_ylabel(f"value ({quote_ccy})")
     _legend_above(ax_eq, 3)
     ax_eq.set_xlabel("market time (UTC)")
+    _concise_dates(ax_eq)
     _place_axis_labels(fig, (ax_price, ax_inv, ax_eq))
     return fig
 
@@ -653,6 +663,7 @@ def write_overview(folder: Path, equities: Sequence[pl.DataFrame], summaries: Se
     ax_ret.grid(alpha=0.25)
     ax_share.set_ylabel("value held in base (%)")
     ax_share.set_xlabel("market time (UTC)")
+    _concise_dates(ax_share)
     _legend_above(ax_share, min(6, len(summaries)))
     ax_share.grid(alpha=0.25)
     path = Path(folder) / "report.png"
