@@ -331,6 +331,42 @@ def _resolved_child(cfg: DictConfig, key: str) -> Any:
     return node._value()
 
 
+# ---------------------------------------------------------------- interpolations
+
+_TREES: Dict[Tuple[str, str, str], Any] = {}  # (string, parser rule, lexer mode) -> OmegaConf's parse tree
+_PARSE: Any = None  # omegaconf.grammar_parser.parse, once replaced
+
+
+def cache_interpolation_parses() -> None:
+    """Keep OmegaConf's parse tree of each interpolation string in this process, instead of
+    parsing it again on every read: a sweep worker resolves the same few strings for every job
+    (`${exchange.maker_fee}`, hydra.sweep.subdir's `${hydra.job.num}`, the log file's name), and
+    the grammar's parser is most of what resolving one costs (about 0.1 ms a string).
+    omegaconf.grammar_parser.parse depends on its arguments alone and OmegaConf's visitor only
+    reads the tree, so every value is the same; a string that does not parse raises as before
+    (nothing kept). Replaces the name in the two OmegaConf modules that call it; idempotent."""
+    global _PARSE
+    import omegaconf._utils
+    import omegaconf.base
+    from omegaconf.grammar_parser import parse
+
+    if _PARSE is None:
+        _PARSE = parse
+
+    def cached_parse(value: str, parser_rule: str = "configValue", lexer_mode: str = "DEFAULT_MODE") -> Any:
+        key = (value, parser_rule, lexer_mode)
+        tree = _TREES.get(key)
+        if tree is None:
+            tree = _PARSE(value, parser_rule, lexer_mode)
+            if len(_TREES) >= 4096:
+                _TREES.clear()
+            _TREES[key] = tree
+        return tree
+
+    omegaconf.base.parse = cached_parse
+    omegaconf._utils.parse = cached_parse
+
+
 # ---------------------------------------------------------------- YAML text of a job's .hydra files
 
 

@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from mmrun.compose import JobComposer, job_yaml_texts
+from mmrun.compose import JobComposer, cache_interpolation_parses, job_yaml_texts
 
 log = logging.getLogger("mmrun.launch")
 
@@ -253,6 +253,7 @@ class Session:
         self.total = 0
         self.started = time.monotonic()
         self.swept = set(_swept_keys(config))
+        cache_interpolation_parses()  # this process and its workers (forked from it or from the spare)
 
     # ------------------------------------------------------------ in a worker
 

@@ -342,3 +342,33 @@ def test_checks_on_plain_configs_fail_as_on_the_dictconfig(loader_and_master, mo
     assert ours == [theirs, theirs]
     if bad != ["spread=0.001"]:
         assert theirs[0] != "ok"
+
+
+# ---------------------------------------------------------------- interpolations
+
+
+def test_kept_parse_trees_resolve_as_fresh_ones(monkeypatch):
+    import omegaconf._utils
+    import omegaconf.base
+    from omegaconf.errors import GrammarParseError
+
+    from mmrun import compose
+
+    def values():
+        cfg = OmegaConf.create({
+            "a": 1, "b": "x", "f": 0.5, "d": {"e": "${a}"},
+            "s": "${b}/${a}.log", "n": "${d.e}", "esc": "\\${b} ${b}", "env": "${oc.env:HOME,none}",
+            "sel": "${oc.select:missing,${b}}", "nested": "${oc.decode:'${f}'}", "lst": ["${b}", "${a}"],
+        })
+        return OmegaConf.to_container(cfg, resolve=True), [cfg.s, cfg.d.e, cfg.lst[0]]
+
+    fresh = values()
+    monkeypatch.setattr(omegaconf.base, "parse", omegaconf.base.parse)  # restored after the test
+    monkeypatch.setattr(omegaconf._utils, "parse", omegaconf._utils.parse)
+    compose.cache_interpolation_parses()
+    compose.cache_interpolation_parses()
+    assert values() == values() == fresh
+    assert compose._TREES
+    for _ in range(2):  # a string that does not parse fails every time
+        with pytest.raises(GrammarParseError):
+            OmegaConf.create({"x": "${oc.env:"})
