@@ -6,6 +6,7 @@ import math
 from itertools import combinations
 
 import numpy as np
+import polars as pl
 import pytest
 from scipy.stats import rankdata
 
@@ -167,3 +168,24 @@ def test_a_verdict_figure_is_never_rounded_across_the_verdict_threshold():
 
     assert [_fmt_judged(v) for v in (0.31, 0.4996, 0.5, 0.19999, 0.951, 0.9496, None, float("nan"))] == [
         "0.31", "0.4996", "0.50", "0.19999", "0.95", "0.9496", "n/a", "n/a"]
+
+
+def test_the_returns_matrix_is_the_jobs_files_side_by_side_or_says_why_not(tmp_path):
+    from mmrun.overfit_report import returns_matrix
+
+    def job(name, start, returns):
+        folder = tmp_path / name
+        folder.mkdir()
+        n = len(returns)
+        pl.DataFrame({"period": list(range(n)), "start_ms": [start + 60_000 * i for i in range(n)],
+                      "end_ms": [start + 60_000 * (i + 1) for i in range(n)], "equity": [1.0] * n,
+                      "return": returns}).write_parquet(folder / "returns.parquet")
+        return folder
+
+    a, b = job("a", 0, [0.1, -0.2, 0.3]), job("b", 0, [0.0, 0.5, -0.5])
+    m, note = returns_matrix([a, b])
+    assert note is None and m.tolist() == [[0.1, 0.0], [-0.2, 0.5], [0.3, -0.5]]
+    assert returns_matrix([a, job("late", 60_000, [0.1, 0.2, 0.3])])[1].startswith("the jobs' returns are on different periods")
+    assert returns_matrix([a, job("short", 0, [0.1, 0.2])])[1].startswith("the jobs' returns are on different periods")
+    assert returns_matrix([a, tmp_path / "gone"]) == (None, "gone/returns.parquet missing or unreadable")
+    assert returns_matrix([job("one", 0, [0.1]), job("two", 0, [0.2])]) == (None, "fewer than 2 periods of returns")
