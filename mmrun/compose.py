@@ -267,6 +267,12 @@ class JobComposer:
                     cfg = self._scratch[groups] = copy.deepcopy(self.templates[groups])
             for o in fresh:
                 ConfigLoaderImpl._apply_overrides_to_config([o], cfg)
+                if o.is_add() or o.is_force_add():
+                    # a key the schema does not know ('+sizing.nope=1') stops the sweep here, as
+                    # it stops a single run, instead of failing every job
+                    from mmrun.config import check_unknown_keys
+
+                    check_unknown_keys(cfg)
                 self._checked.add((groups, o.input_line))
 
 

@@ -242,6 +242,12 @@ def _unknown_keys(cfg: Any, known_good: frozenset = frozenset()) -> None:
         walk(cfg, _schema(Config), "", known_good)
 
 
+def check_unknown_keys(cfg: Any) -> None:
+    """Raise ConfigError naming the first key of cfg (a DictConfig) the schema does not know: one
+    added with '+key=...' (free-form maps excepted), as validate does."""
+    _unknown_keys(cfg)
+
+
 def keys_without_unknown(cfg: Any) -> frozenset:
     """The top-level keys of cfg (a DictConfig) whose sections pass the unknown-key check: a
     sweep's composer finds them once per template, and its jobs' checks skip the sections their

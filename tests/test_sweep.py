@@ -355,6 +355,10 @@ def test_an_unknown_key_stops_a_sweep_without_leaving_a_folder(tmp_path: Path):
     (d / "notes.txt").write_text("mine")
     r = _sweep(d, "spread=0.001,0.002", "sizing.nope=1,2")
     assert r.returncode == 2 and (d / "notes.txt").read_text() == "mine"
+    # a key added with '+' that the schema does not know stops the sweep as it stops a single run
+    r = _sweep(tmp_path / "added", "spread=0.001,0.002", "+sizing.nope=1,2")
+    assert r.returncode == 2 and "sizing.nope: unknown config key" in r.stderr
+    assert not (tmp_path / "added").exists()
     # the default folder, outputs/sweeps/<date>, in a folder without outputs/: none of the three is left
     here = tmp_path / "fresh"
     here.mkdir()
