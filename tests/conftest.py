@@ -21,3 +21,19 @@ def restore_logging():
                 h.close()
         lg.setLevel(level)
         lg.propagate = propagate
+
+
+@pytest.fixture(scope="module")
+def loader_and_master():
+    """Hydra's config loader and the master config of a two-job backtest sweep (a module's
+    composer tests compose jobs from them)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from mmrun.__main__ import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="mmrun"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("config", ["mode=backtest", "spread=0.001,0.002"], run_mode=RunMode.MULTIRUN)
+        yield loader, master

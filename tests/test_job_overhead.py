@@ -26,20 +26,6 @@ SEQUENCE = [
 ]
 
 
-@pytest.fixture(scope="module")
-def loader_and_master():
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.types import RunMode
-
-    from mmrun.__main__ import CONF_DIR
-
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="mmrun"):
-        loader = GlobalHydra.instance().config_loader()
-        master = loader.load_configuration("config", ["mode=backtest", "spread=0.001,0.002"], run_mode=RunMode.MULTIRUN)
-        yield loader, master
-
-
 def _set_job(hydra_cfg, num: int, folder: str) -> None:
     """What Session.run_one and run_job_in_place set on a job's hydra part."""
     h = hydra_cfg.hydra

@@ -17,20 +17,6 @@ from clirun import ROOT
 from mmrun.workers import WarmPool
 
 
-@pytest.fixture(scope="module")
-def loader_and_master():
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.types import RunMode
-
-    from mmrun.__main__ import CONF_DIR
-
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="mmrun"):
-        loader = GlobalHydra.instance().config_loader()
-        master = loader.load_configuration("config", ["mode=backtest", "spread=0.001,0.002"], run_mode=RunMode.MULTIRUN)
-        yield loader, master
-
-
 JOBS = [
     ["mode=backtest", "spread=0.001", "sizing.order_size_pct=0.02"],
     ["mode=backtest", "spread=0.003", "sizing.order_size_pct=0.01"],
