@@ -97,4 +97,5 @@ def test_paper_latency_replays_identically(tmp_path):
     for k in ("trades", "buys", "sells", "final_value", "final_base", "data_fingerprint"):
         assert sp[k] == sr[k], k
     zero = run_mmrun(*common[:2], "spread=0.0002", run_dir=tmp_path / "zero")
+    assert zero.returncode == 0, zero.stderr
     assert summary(tmp_path / "zero")["trades"] > sp["trades"]  # latency costs fills

@@ -140,7 +140,7 @@ BAD = [
     ([GOOD[0], "tomorrow,101,103,100,102,6"], "row 2 (line 3): timestamp 'tomorrow' is not an epoch time (a whole number) like the rows before"),
     (["2026-01-01T00:00:00Z,100,102,99,101,5", "tomorrow,101,103,100,102,6"],
      "row 2 (line 3): timestamp 'tomorrow' is neither an epoch time nor ISO-8601"),
-    ([GOOD[0], f",101,103,100,102,6"], "row 2 (line 3): timestamp is empty"),
+    ([GOOD[0], ",101,103,100,102,6"], "row 2 (line 3): timestamp is empty"),
     (["1767225600,100,102,99,101,5", "1767225660000,101,103,100,102,6"],
      "row 2 (line 3): timestamp 1767225660000 is in ms but the rows before are in s since the epoch"),
     ([GOOD[0]], "only 1 candle: a backtest needs at least 2"),

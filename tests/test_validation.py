@@ -16,7 +16,7 @@ import yaml
 from clirun import run_mmrun
 from mmrun import overfit, sweep, validation
 from mmrun.errors import ConfigError, DataError
-from mmrun.overfit_report import assess, returns_matrix
+from mmrun.overfit_report import returns_matrix
 
 # ---------------------------------------------------------------- period returns
 
