@@ -151,6 +151,25 @@ def timed(argv: List[str], sample_memory: bool = False) -> dict:
     return {"seconds": wall, "cpu_seconds": cpu, "others": max(0.0, _machine_busy() - busy - cpu), "samples": samples}
 
 
+# a CPU-bound loop, its own CPU seconds printed (the parallel-capacity probe)
+_SPIN = "import time\nt = time.process_time()\nx = 0\nfor i in range(4_000_000):\n    x += i\nprint(time.process_time() - t)"
+
+
+def parallel_speed(tries: int = 3) -> float:
+    """How fast two CPU-bound processes run at once, each, against one alone (1.0: two full cores;
+    on a VM whose two vCPUs share a physical core, or a busy host, less). The best of `tries`."""
+    def spin(n: int) -> List[float]:
+        procs = [subprocess.Popen([sys.executable, "-c", _SPIN], stdout=subprocess.PIPE, text=True) for _ in range(n)]
+        return [float(p.communicate()[0]) for p in procs]
+
+    best = 0.0
+    for _ in range(tries):
+        alone = spin(1)[0]
+        both = spin(2)
+        best = max(best, alone / (sum(both) / len(both)))
+    return best
+
+
 def mmrun(*args: str) -> List[str]:
     return [sys.executable, "-m", "mmrun", *args]
 
@@ -161,6 +180,7 @@ def run(quick: bool, basic_256: bool, rounds: int) -> dict:
     big, small = ensure_data()
     r: Dict = {"machine": machine(), "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "rows": []}
     tmp = Path(tempfile.mkdtemp(prefix="mmrun-bench-sweep-"))
+    r["parallel"] = [parallel_speed()]
     try:
         print("warm-up ...", flush=True)
         timed(mmrun("mode=backtest", f"data.path={big}", f"hydra.run.dir={tmp / 'warm'}"))  # fills the numba cache
@@ -187,6 +207,7 @@ def run(quick: bool, basic_256: bool, rounds: int) -> dict:
             r["grid"] = g
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    r["parallel"].append(parallel_speed())
     r["rounds"] = rounds
     return r
 
@@ -257,6 +278,13 @@ def section(r: dict) -> str:
     if "grid" in r:
         lines += _memory(r["grid"])
         others = max(others, r["grid"]["others"])
+    if r.get("parallel"):
+        lines.append(
+            "- two CPU-bound processes at once ran each at "
+            + " and ".join(f"{100 * v:.0f} %" for v in r["parallel"])
+            + " of one alone's speed (before and after the measurements): the parallel sweeps get about "
+            "that share of two full cores"
+        )
     if others > 0.5:
         lines.append(
             f"- the machine was shared while measuring (other processes used up to {others:.1f} s of CPU during one "
