@@ -42,6 +42,7 @@ TOP_DIR = "top"  # <sweep dir>/top/<job number>: the full re-runs of the best jo
 
 _composers: Dict[int, JobComposer] = {}  # id(master config) -> its composer (sweeper and launcher share it)
 _active: Optional["Session"] = None  # the sweep this process is running with mmrun's launcher
+_planned: Tuple[str, int] = ("", 0)  # (sweep folder, jobs handed to the launcher) of the last sweep closed
 
 
 def composer_for(hydra_context: Any, config: DictConfig) -> JobComposer:
@@ -398,7 +399,8 @@ class Session:
         return out
 
     def close(self, kill: bool = False) -> None:
-        global _active
+        global _active, _planned
+        _planned = (str(self.config.hydra.sweep.dir), self.total)
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -407,6 +409,13 @@ class Session:
             self.pool = None
         if _active is self:
             _active = None
+
+
+def last_planned(sweep_dir: Any) -> int:
+    """How many jobs this launcher was given by the sweep into sweep_dir, if it ran that sweep last
+    in this process (else 0)."""
+    folder, total = _planned
+    return total if folder and Path(folder) == Path(sweep_dir) else 0
 
 
 def _callbacks_see_jobs(hydra_context: Any) -> bool:

@@ -502,7 +502,13 @@ def finish_pending() -> None:
         if not any(Path(_pending[0]).glob("**/.hydra/hydra.yaml")):
             _pending = None  # the sweep stopped before its first job: nothing to report
             return
+        sweep_dir = _pending[0]
         _report(*_pending)
+        launch = sys.modules.get("mmrun.launch")  # mmrun's launcher knows the jobs that never started
+        planned = launch.last_planned(sweep_dir) if launch is not None else 0
+        if last_report is not None and last_report.table.height < planned:
+            print(f"  stopped early: {planned - last_report.table.height} of the sweep's {planned} jobs never "
+                  "started", flush=True)
 
 
 def _release_idle_workers() -> None:
