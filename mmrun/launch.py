@@ -254,6 +254,7 @@ class Session:
         self.total = 0
         self.started = time.monotonic()
         self.swept = set(_swept_keys(config))
+        self.cancelled = False  # cancel_reruns was called
         cache_interpolation_parses()  # this process and its workers (forked from it or from the spare)
 
     # ------------------------------------------------------------ in a worker
@@ -394,9 +395,16 @@ class Session:
         for idx, ok, result in self.pool.run(work, chunk=1):
             if ok and result[2] != "failed":
                 out[idx] = full_folder(self.config, idx)
-            else:
+            elif not self.cancelled:
                 log.warning("full re-run of job %s failed: %s", idx, result[3] if ok else result.splitlines()[0])
         return out
+
+    def cancel_reruns(self) -> None:
+        """Stop the full re-runs (Ctrl-C during the report): the workers are killed; the thread in
+        rerun_full sees them end and returns. Safe from another thread than rerun_full's."""
+        self.cancelled = True
+        if self.pool is not None:
+            self.pool.terminate()
 
     def close(self, kill: bool = False) -> None:
         global _active, _planned

@@ -354,6 +354,7 @@ def write_report(
     declared: Optional[Iterable[str]] = None,
     rerun_full: Optional[Callable[[List[Tuple[int, List[str]]]], Any]] = None,
     rerun_apart: bool = False,
+    cancel_reruns: Optional[Callable[[], None]] = None,
 ) -> Report:
     """Read the jobs under sweep_dir and write sweep_summary.csv/.parquet (and heatmap.png).
 
@@ -363,7 +364,8 @@ def write_report(
     that have no full folder yet, before the table is written; it writes their full re-runs
     into <sweep_dir>/top/<job>/ (mmrun.launch). rerun_apart: rerun_full runs the jobs in other
     processes (the launcher's workers), so it is called from a thread while the trust figures
-    and pictures are made here; otherwise it runs first, in this thread.
+    and pictures are made here; otherwise it runs first, in this thread. cancel_reruns: called
+    on Ctrl-C while they run apart (it stops them), before the table is written without them.
     """
     sweep_dir = Path(sweep_dir)
     jobs = read_jobs(sweep_dir)
@@ -374,31 +376,31 @@ def write_report(
     swept = swept_parameters(jobs, declared)
     table = build_table(jobs, swept, objective, direction, sweep_dir)
     reruns: Optional[threading.Thread] = None
-    if rerun_full is not None:
-        by_num = {j.num: j for j in jobs}
-        best = table.filter((pl.col("rank") <= top) & pl.col("full_folder").is_null())["job"].to_list()
-        if best:
-            # with rerun_apart the re-runs happen in the launcher's worker processes: the trust
-            # figures and the pictures, which depend only on the lean jobs' numbers, are made here
-            # meanwhile; only the full_folder column waits for them.
-            failure: List[BaseException] = []
-
-            def rerun() -> None:
-                try:
-                    rerun_full([(n, by_num[n].lines) for n in best])
-                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                    failure.append(exc)
-
-            reruns = threading.Thread(target=rerun, name="mmrun-full-reruns", daemon=True)
-            if rerun_apart:
-                reruns.start()
-            else:  # in this process (matplotlib, logging and Hydra's job state are not shared safely)
-                reruns.run()
+    failure: List[BaseException] = []
     # Ctrl-C (or SIGTERM, see mmrun.launch) from here on: the table of the finished jobs is still
     # written, with the full folders that exist; the caller then ends the sweep as interrupted
     interrupted = False
     trust, drawn, png = None, False, sweep_dir / HEATMAP_PNG
     try:
+        if rerun_full is not None:
+            by_num = {j.num: j for j in jobs}
+            best = table.filter((pl.col("rank") <= top) & pl.col("full_folder").is_null())["job"].to_list()
+            if best:
+                # with rerun_apart the re-runs happen in the launcher's worker processes: the trust
+                # figures and the pictures, which depend only on the lean jobs' numbers, are made here
+                # meanwhile; only the full_folder column waits for them.
+
+                def rerun() -> None:
+                    try:
+                        rerun_full([(n, by_num[n].lines) for n in best])
+                    except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                        failure.append(exc)
+
+                reruns = threading.Thread(target=rerun, name="mmrun-full-reruns", daemon=True)
+                if rerun_apart:
+                    reruns.start()
+                else:  # in this process (matplotlib, logging and Hydra's job state are not shared safely)
+                    reruns.run()
         trust = _assess(sweep_dir, jobs, table, objective, direction)
         drawn = heatmap(table, swept, objective, direction, png)
         from mmrun.report import is_optuna_sweep, trials_picture
@@ -408,11 +410,8 @@ def write_report(
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        if reruns is not None and rerun_apart and not interrupted:
-            try:
-                reruns.join()
-            except KeyboardInterrupt:
-                interrupted = True
+        if reruns is not None and rerun_apart and reruns.ident is not None:
+            interrupted = _wait_for_reruns(reruns, interrupted, cancel_reruns)
     table = trust.table if trust is not None else table
     if reruns is not None:
         if failure and not interrupted:
@@ -429,6 +428,19 @@ def write_report(
     failed = table.filter(pl.col("status") == "failed").height
     return Report(sweep_dir / SUMMARY_CSV, table, swept, objective, direction, failed, board, png if drawn else None, trust,
                   interrupted)
+
+
+def _wait_for_reruns(reruns: threading.Thread, interrupted: bool, cancel: Optional[Callable[[], None]]) -> bool:
+    """Wait for the full re-runs' thread; on Ctrl-C (before or during the wait) cancel them first,
+    so that nothing touches the launcher's pool once the report goes on. Returns interrupted."""
+    while True:
+        if interrupted and cancel is not None:
+            cancel()
+        try:
+            reruns.join(None if cancel is not None or not interrupted else 0.0)
+            return interrupted
+        except KeyboardInterrupt:
+            interrupted = True
 
 
 def _assess(sweep_dir: Path, jobs: Sequence[Job], table: pl.DataFrame, objective: str, direction: str) -> Optional[Any]:
@@ -480,7 +492,13 @@ def _report(sweep_dir: Path, kwargs: Dict[str, Any]) -> None:
     global last_report, _pending
     _pending = None
     try:
-        last_report = write_report(sweep_dir, **kwargs)
+        try:
+            last_report = write_report(sweep_dir, **kwargs)
+        except KeyboardInterrupt:
+            # Ctrl-C while the jobs were read, before the re-runs started: the table without them
+            plain = {k: v for k, v in kwargs.items() if k not in ("rerun_full", "rerun_apart", "cancel_reruns")}
+            last_report = write_report(sweep_dir, **plain)
+            last_report.interrupted = True
     except Exception as exc:  # Hydra would only warn; say what failed, in one line
         log.error("sweep report for %s failed: %s: %s", sweep_dir, type(exc).__name__, exc)
         return
@@ -583,6 +601,7 @@ class SweepReport(Callback):
             args["rerun_full"] = session.rerun_full if session is not None else (
                 lambda jobs: launch.rerun_full_in_process(config, jobs))
             args["rerun_apart"] = session is not None
+            args["cancel_reruns"] = session.cancel_reruns if session is not None else None
         try:
             _report(Path(str(config.hydra.sweep.dir)), args)
         finally:

@@ -264,7 +264,7 @@ class WarmPool:
         """Stop the workers: an end message, then SIGKILL for any still alive after timeout_s."""
         import time
 
-        for conn, _ in self.workers.values():
+        for conn, _ in list(self.workers.values()):
             try:
                 conn.send(None)
             except (BrokenPipeError, OSError):
@@ -275,12 +275,21 @@ class WarmPool:
         """End the workers at once (Ctrl-C, an error in the parent)."""
         self._end(None)
 
+    def terminate(self) -> None:
+        """SIGKILL every worker and nothing else: a thread iterating `run` sees them end (their
+        jobs fail) while the pool's bookkeeping stays that thread's; close or kill it after."""
+        for _, pid in list(self.workers.values()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def _end(self, deadline: Optional[float]) -> None:
         """Reap every worker, waiting for it until deadline (time.monotonic(); None = no wait),
         then SIGKILL whatever is still alive; close the pipes and forget the workers."""
         import time
 
-        for conn, pid in self.workers.values():
+        for conn, pid in list(self.workers.values()):
             while deadline is not None and self._exited(pid) is None and time.monotonic() < deadline:
                 time.sleep(0.01)
             if self._exited(pid) is None:

@@ -168,6 +168,9 @@ def test_ctrl_c_while_the_top_jobs_re_run_still_writes_the_table(grid: Path):
     import threading
     import time
 
+    from mmrun.output import import_plotting
+
+    import_plotting()  # before the interrupt: an import it cut short would leave matplotlib half made
     started = threading.Event()
 
     def slow_reruns(jobs):
@@ -185,6 +188,53 @@ def test_ctrl_c_while_the_top_jobs_re_run_still_writes_the_table(grid: Path):
     assert report.interrupted
     df = read_report(grid)
     assert df.height == 5 and df["full_folder"].null_count() == 5
+
+
+def test_ctrl_c_during_the_re_runs_cancels_them_and_waits_before_the_table_is_written(grid: Path):
+    """With cancel_reruns (mmrun's launcher) the re-runs are stopped and their thread has ended
+    when write_report returns: nothing touches the launcher's pool afterwards."""
+    import signal
+    import threading
+
+    from mmrun.output import import_plotting
+
+    import_plotting()  # before the interrupt: an import it cut short would leave matplotlib half made
+    started, cancelled, ended = threading.Event(), threading.Event(), threading.Event()
+
+    def reruns_until_cancelled(jobs):
+        started.set()
+        cancelled.wait(30)  # as the launcher's pool.run returns once its workers are killed
+        ended.set()
+
+    def interrupt():
+        started.wait(10)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    report = sweep.write_report(grid, top=2, declared=["spread", "sizing.order_size_pct"],
+                                rerun_full=reruns_until_cancelled, rerun_apart=True, cancel_reruns=cancelled.set)
+    assert report.interrupted and cancelled.is_set() and ended.is_set()
+    assert read_report(grid).height == 5
+
+
+def test_ctrl_c_before_the_re_runs_start_still_reports(grid: Path, monkeypatch, capsys):
+    """An interrupt while the jobs are read (before the report's protected part): the table is made
+    again without the re-runs, the report says it was interrupted, and Ctrl-C goes on."""
+    calls = []
+    real = sweep.write_report
+
+    def first_call_interrupted(sweep_dir, **kwargs):
+        calls.append(sorted(kwargs))
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(sweep_dir, **kwargs)
+
+    monkeypatch.setattr(sweep, "write_report", first_call_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sweep._report(grid, {"top": 2, "declared": ["spread", "sizing.order_size_pct"], "rerun_full": print,
+                             "rerun_apart": True, "cancel_reruns": print})
+    assert calls[1] == ["declared", "top"] and read_report(grid).height == 5
+    assert "interrupted while the report was made" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- sweeps through the command line
