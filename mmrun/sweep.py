@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import re
+import shutil
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -430,6 +431,47 @@ def write_report(
                   interrupted)
 
 
+# what a sweep writes at its root besides its job folders (Hydra's, the report's, Optuna's)
+SWEEP_FILES = ("multirun.yaml", SUMMARY_CSV, SUMMARY_PARQUET, HEATMAP_PNG, "sweep.json", "is_oos.png", "trials.png",
+               "optimization_results.yaml")
+
+
+def replace_previous_sweep(sweep_dir: Path) -> int:
+    """Empty a sweep folder that holds a previous sweep (hydra.sweep.dir given again), as a single
+    run replaces a previous run in its folder: its job folders, top/ and report files are removed,
+    so that the report ranks this sweep's jobs only. Returns how many entries were removed.
+
+    Raises ConfigError, before anything is removed, if the folder holds anything else (a file
+    mmrun does not write) or a paper job stopped before it finished (python -m mmrun.recover
+    writes its files first)."""
+    from mmrun.recorder import JOURNAL
+
+    if not sweep_dir.is_dir():
+        return 0
+    remove = []
+    for entry in sorted(sweep_dir.iterdir()):
+        jobs = [entry] if (entry / ".hydra" / "hydra.yaml").is_file() else (
+            [p for p in entry.iterdir() if p.is_dir()] if entry.name == TOP_DIR and entry.is_dir() else None)
+        if jobs is not None and all((job / ".hydra" / "hydra.yaml").is_file() for job in jobs):
+            killed = [j for job in jobs for j in [job / JOURNAL, *job.glob(f"*/{JOURNAL}")] if j.is_file()]
+            if killed:
+                raise ConfigError(
+                    f"hydra.sweep.dir={sweep_dir}: holds a paper job stopped before it finished "
+                    f"({killed[0].relative_to(sweep_dir)}): python -m mmrun.recover writes its files; or choose another folder")
+            remove.append(entry)
+        elif entry.is_file() and entry.name in SWEEP_FILES:
+            remove.append(entry)
+        else:
+            raise ConfigError(
+                f"hydra.sweep.dir={sweep_dir}: holds {entry.name}, which is not part of an mmrun sweep: "
+                "choose a new or empty folder")
+    for entry in remove:
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    if remove:
+        log.warning("%s held a previous sweep: replaced (%d files and folders removed)", sweep_dir, len(remove))
+    return len(remove)
+
+
 def _wait_for_reruns(reruns: threading.Thread, interrupted: bool, cancel: Optional[Callable[[], None]]) -> bool:
     """Wait for the full re-runs' thread; on Ctrl-C (before or during the wait) cancel them first,
     so that nothing touches the launcher's pool once the report goes on. Returns interrupted."""
@@ -589,6 +631,11 @@ class SweepReport(Callback):
                     "/".join(names), config.sweep.objective, config.sweep.direction, config.sweep.direction,
                 )
 
+        try:
+            replace_previous_sweep(Path(str(config.hydra.sweep.dir)))
+        except ConfigError as exc:
+            print(f"mmrun: error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
         _pending = (Path(str(config.hydra.sweep.dir)), self._arguments(config))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -417,6 +417,23 @@ def test_an_unknown_key_stops_a_sweep_without_leaving_a_folder(tmp_path: Path):
     assert list(here.iterdir()) == []
 
 
+def test_a_sweep_into_the_folder_of_a_previous_one_replaces_it(tmp_path: Path):
+    d = tmp_path / "sweep"
+    assert _sweep(d, "spread=0.001,0.002,0.003").returncode == 0
+    before = len(list(d.iterdir()))  # three job folders, multirun.yaml and the report's files
+    r = _sweep(d, "spread=0.004")
+    assert r.returncode == 0, r.stderr
+    assert f"held a previous sweep: replaced ({before} files and folders removed)" in r.stdout
+    df = read_report(d)
+    assert df["job"].to_list() == [0] and df["spread"].to_list() == [0.004]
+    assert sorted(p.name for p in d.iterdir() if p.is_dir()) == ["0"]
+    # anything mmrun does not write there stops the sweep before it starts, and is kept
+    (d / "notes.txt").write_text("mine")
+    r = _sweep(d, "spread=0.005")
+    assert r.returncode == 2 and "holds notes.txt, which is not part of an mmrun sweep" in r.stderr
+    assert (d / "notes.txt").read_text() == "mine" and read_report(d)["spread"].to_list() == [0.004]
+
+
 def test_a_bad_sweep_section_stops_before_any_job(tmp_path: Path):
     d = tmp_path / "sweep"
     r = _sweep(d, "spread=0.001,0.002", "sweep.objective=sharp")
