@@ -459,8 +459,8 @@ def replace_previous_sweep(sweep_dir: Path) -> int:
                     f"hydra.sweep.dir={sweep_dir}: holds a paper job stopped before it finished "
                     f"({killed[0].relative_to(sweep_dir)}): python -m mmrun.recover writes its files; or choose another folder")
             remove.append(entry)
-        elif entry.is_file() and entry.name in SWEEP_FILES:
-            remove.append(entry)
+        elif (entry.is_file() and entry.name in SWEEP_FILES) or (entry.is_dir() and entry.name == ".submitit"):
+            remove.append(entry)  # the report's files, Hydra's; the submitit launcher's job logs
         else:
             raise ConfigError(
                 f"hydra.sweep.dir={sweep_dir}: holds {entry.name}, which is not part of an mmrun sweep: "
