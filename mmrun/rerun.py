@@ -159,10 +159,13 @@ def recorded_workdir(folder: Path) -> Optional[Path]:
 
 def compared_files(folder: Path) -> List[str]:
     """The files compared: events.csv and summary.json byte for byte; a lean sweep job's folder
-    (no events.csv) is compared on events.parquet's rows instead (see _same)."""
-    if not (folder / "events.csv").is_file() and (folder / "events.parquet").is_file():
+    (no events.csv) is compared on events.parquet's rows instead (see _same); a folder with
+    neither (a run cut off before its end) on summary.json, which it lacks too."""
+    if (folder / "events.csv").is_file():
+        return list(COMPARED)
+    if (folder / "events.parquet").is_file():
         return ["events.parquet", "summary.json"]
-    return list(COMPARED)
+    return ["summary.json"]
 
 
 def _same(a: Path, b: Path) -> bool:

@@ -478,6 +478,12 @@ def test_rerun_of_a_folder_that_never_finished_says_so(grid_sweep, tmp_path: Pat
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 1
     assert "summary.json  missing in the original: it did not finish" in r.stdout
+    # cut off earlier, before its events.parquet too (a lean job never has events.csv)
+    (killed / "events.parquet").unlink()
+    r = subprocess.run([sys.executable, "-m", "mmrun.rerun", str(killed), "--out", str(tmp_path / "again2")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 1 and "events.csv" not in r.stdout
+    assert "summary.json  missing in the original: it did not finish" in r.stdout
 
 
 def test_rerun_compares_parquet_files_by_value_and_others_by_byte(tmp_path: Path):
