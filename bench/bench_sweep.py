@@ -157,17 +157,18 @@ _SPIN = "import time\nt = time.process_time()\nx = 0\nfor i in range(4_000_000):
 
 def parallel_speed(tries: int = 3) -> float:
     """How fast two CPU-bound processes run at once, each, against one alone (1.0: two full cores;
-    on a VM whose two vCPUs share a physical core, or a busy host, less). The best of `tries`."""
+    on a VM whose two vCPUs share a physical core, or a busy host, less): after a warm-up pair
+    (an idle VM's cores start slow), alone before and after each pair; the median of `tries`."""
     def spin(n: int) -> List[float]:
         procs = [subprocess.Popen([sys.executable, "-c", _SPIN], stdout=subprocess.PIPE, text=True) for _ in range(n)]
         return [float(p.communicate()[0]) for p in procs]
 
-    best = 0.0
+    spin(2)
+    ratios = []
     for _ in range(tries):
-        alone = spin(1)[0]
-        both = spin(2)
-        best = max(best, alone / (sum(both) / len(both)))
-    return best
+        before, both, after = spin(1)[0], spin(2), spin(1)[0]
+        ratios.append((before + after) / 2 / (sum(both) / len(both)))
+    return sorted(ratios)[len(ratios) // 2]
 
 
 def mmrun(*args: str) -> List[str]:
