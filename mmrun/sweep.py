@@ -411,8 +411,13 @@ def write_report(
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        if reruns is not None and rerun_apart and reruns.ident is not None:
-            interrupted = _wait_for_reruns(reruns, interrupted, cancel_reruns)
+        while True:  # a Ctrl-C may land anywhere, here too: it only makes this an interrupted report
+            try:
+                if reruns is not None and rerun_apart and reruns.ident is not None:
+                    interrupted = _wait_for_reruns(reruns, interrupted, cancel_reruns)
+                break
+            except KeyboardInterrupt:
+                interrupted = True
     table = trust.table if trust is not None else table
     if reruns is not None:
         if failure and not interrupted:
@@ -436,10 +441,11 @@ SWEEP_FILES = ("multirun.yaml", SUMMARY_CSV, SUMMARY_PARQUET, HEATMAP_PNG, "swee
                "optimization_results.yaml")
 
 
-def replace_previous_sweep(sweep_dir: Path) -> int:
+def replace_previous_sweep(sweep_dir: Path, keep: Sequence[str] = (), dry_run: bool = False) -> int:
     """Empty a sweep folder that holds a previous sweep (hydra.sweep.dir given again), as a single
     run replaces a previous run in its folder: its job folders, top/ and report files are removed,
-    so that the report ranks this sweep's jobs only. Returns how many entries were removed.
+    so that the report ranks this sweep's jobs only (keep: names left, e.g. the multirun.yaml this
+    sweep has just written). Returns how many entries were (dry_run: would be) removed.
 
     Raises ConfigError, before anything is removed, if the folder holds anything else (a file
     mmrun does not write) or a paper job stopped before it finished (python -m mmrun.recover
@@ -449,7 +455,7 @@ def replace_previous_sweep(sweep_dir: Path) -> int:
     if not sweep_dir.is_dir():
         return 0
     remove = []
-    for entry in sorted(sweep_dir.iterdir()):
+    for entry in sorted(p for p in sweep_dir.iterdir() if p.name not in keep):
         jobs = [entry] if (entry / ".hydra" / "hydra.yaml").is_file() else (
             [p for p in entry.iterdir() if p.is_dir()] if entry.name == TOP_DIR and entry.is_dir() else None)
         if jobs is not None and all((job / ".hydra" / "hydra.yaml").is_file() for job in jobs):
@@ -465,6 +471,8 @@ def replace_previous_sweep(sweep_dir: Path) -> int:
             raise ConfigError(
                 f"hydra.sweep.dir={sweep_dir}: holds {entry.name}, which is not part of an mmrun sweep: "
                 "choose a new or empty folder")
+    if dry_run:
+        return len(remove)
     for entry in remove:
         shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     if remove:
@@ -632,7 +640,10 @@ class SweepReport(Callback):
                 )
 
         try:
-            replace_previous_sweep(Path(str(config.hydra.sweep.dir)))
+            # mmrun's sweeper replaces it once its jobs are checked (a typo then keeps the old
+            # sweep); with another sweeper it is replaced here; anything else stops both here
+            mmrun_sweeper = sweeper.endswith("MmrunSweeper")
+            replace_previous_sweep(Path(str(config.hydra.sweep.dir)), dry_run=mmrun_sweeper)
         except ConfigError as exc:
             print(f"mmrun: error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None

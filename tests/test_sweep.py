@@ -423,10 +423,17 @@ def test_a_sweep_into_the_folder_of_a_previous_one_replaces_it(tmp_path: Path):
     before = len(list(d.iterdir()))  # three job folders, multirun.yaml and the report's files
     r = _sweep(d, "spread=0.004")
     assert r.returncode == 0, r.stderr
-    assert f"held a previous sweep: replaced ({before} files and folders removed)" in r.stdout
+    # all but multirun.yaml, which the new sweep has written over by then
+    assert f"held a previous sweep: replaced ({before - 1} files and folders removed)" in r.stdout
     df = read_report(d)
     assert df["job"].to_list() == [0] and df["spread"].to_list() == [0.004]
     assert sorted(p.name for p in d.iterdir() if p.is_dir()) == ["0"]
+    # a sweep stopped by a bad key before its first job leaves the previous one as it was
+    kept = (d / "multirun.yaml").read_bytes()
+    r = _sweep(d, "spread=0.006", "sizing.nope=1")
+    assert (d / "multirun.yaml").read_bytes() == kept
+    assert r.returncode == 2 and "sizing.nope: unknown config key" in r.stderr
+    assert read_report(d)["spread"].to_list() == [0.004] and (d / "0" / "summary.json").is_file()
     # anything mmrun does not write there stops the sweep before it starts, and is kept
     (d / "notes.txt").write_text("mine")
     r = _sweep(d, "spread=0.005")

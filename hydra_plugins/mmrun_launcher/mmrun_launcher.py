@@ -78,6 +78,7 @@ class MmrunSweeper(BasicSweeper):
     def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Any] = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self._made_dirs: List[Path] = []  # the sweep folder and its parents this sweep creates, deepest first
+        self._old_multirun_yaml: Optional[bytes] = None
         self._launched = False
 
     def sweep(self, arguments: List[str]) -> Any:
@@ -86,6 +87,10 @@ class MmrunSweeper(BasicSweeper):
         writes multirun.yaml before checking the jobs)."""
         assert self.config is not None
         folder = Path(str(self.config.hydra.sweep.dir)).absolute()
+        try:  # a previous sweep's, which Hydra overwrites before the jobs are checked
+            self._old_multirun_yaml: Optional[bytes] = (folder / "multirun.yaml").read_bytes()
+        except OSError:
+            self._old_multirun_yaml = None
         self._made_dirs = []
         while not folder.exists() and folder.parent != folder:
             self._made_dirs.append(folder)
@@ -111,7 +116,13 @@ class MmrunSweeper(BasicSweeper):
         except BaseException:
             if not self._launched:
                 self._remove_made_dirs()
+                if self._old_multirun_yaml is not None:  # the previous sweep's folder stays as it was
+                    (Path(str(self.config.hydra.sweep.dir)) / "multirun.yaml").write_bytes(self._old_multirun_yaml)
             raise
+        if not self._launched:  # the jobs compose: a previous sweep in the folder makes way for them
+            from mmrun.sweep import replace_previous_sweep
+
+            replace_previous_sweep(Path(str(self.config.hydra.sweep.dir)), keep=("multirun.yaml",))
         self._launched = True
 
     def _remove_made_dirs(self) -> None:
