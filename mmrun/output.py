@@ -276,7 +276,7 @@ def _picture(cfg: Any, folder: Path, out: PairOutcome, summary: Dict[str, Any]) 
     from mmrun.report import write_report
 
     try:
-        write_report(folder, out.equity, out.fills, summary, cfg.strategy, cfg.spread)
+        write_report(folder, out.equity, out.fills, summary, cfg.strategy, cfg.spread, cfg.sizing.order_size_pct)
     except Exception as exc:  # the results are written already; a missing picture must not lose them
         log.warning("report.png not written: %s: %s", type(exc).__name__, exc)
 

@@ -73,10 +73,12 @@ def _stop_text(summary: Dict[str, Any]) -> str:
     return f"  ·  {status}" + (f": {summary['error']}" if summary.get("error") else "")
 
 
-def title_text(summary: Dict[str, Any], strategy: Any = None, spread: Optional[float] = None) -> str:
+def title_text(summary: Dict[str, Any], strategy: Any = None, spread: Optional[float] = None,
+               order_size_pct: Optional[float] = None) -> str:
     """Two title lines: pair, strategy and key parameters (the fields its registration gives a
-    title, mmrun.strategies.param); then the run's result, its fees and, when it ended before
-    its market did, how it stopped."""
+    title, mmrun.strategies.param; order_size_pct: sizing.order_size_pct, the order size as a
+    fraction of capital); then the run's result, its fees and, when it ended before its market
+    did, how it stopped."""
     params = []
     name = summary.get("strategy") or ""
     if strategy is not None:
@@ -94,6 +96,8 @@ def title_text(summary: Dict[str, Any], strategy: Any = None, spread: Optional[f
             params += title_params(spec, cfg)
             if cfg.levels > 1:
                 params.append(f"{cfg.levels} levels")
+    if order_size_pct is not None:
+        params.append(f"orders {order_size_pct:.2%} of capital")
     if summary.get("fill_model"):
         params.append(f"fills={summary['fill_model']}")
     head = f"{summary.get('pair', '')}  ·  {name}" + (f" ({', '.join(params)})" if params else "")
@@ -369,14 +373,16 @@ def _place_axis_labels(fig: Any, axes: tuple) -> None:
 
 @_picture
 def write_report(folder: Path, equity: pl.DataFrame, fills: pl.DataFrame, summary: Dict[str, Any],
-                 strategy: Any = None, spread: Optional[float] = None) -> Path:
-    """Write folder/report.png (to a temporary name, then renamed); returns its path."""
+                 strategy: Any = None, spread: Optional[float] = None, order_size_pct: Optional[float] = None) -> Path:
+    """Write folder/report.png (to a temporary name, then renamed); returns its path. strategy,
+    spread, order_size_pct: the run's settings named in the title (title_text)."""
     path = Path(folder) / "report.png"
     panels = _KEPT.get("report") if equity.height else None  # no data: a new figure (its own limits)
     if panels is not None:
         _emptied(*panels)
-    fig = draw(equity, fills, title_text(summary, strategy, spread), float(summary.get("initial_value") or 0.0),
-               pair=summary.get("pair"), strategy=strategy, initial_base=float(summary.get("initial_base") or 0.0),
+    title = title_text(summary, strategy, spread, order_size_pct)
+    fig = draw(equity, fills, title, float(summary.get("initial_value") or 0.0), pair=summary.get("pair"),
+               strategy=strategy, initial_base=float(summary.get("initial_base") or 0.0),
                _panels=panels)
     if panels is None and equity.height:
         _KEPT["report"] = (fig, tuple(fig.axes))

@@ -65,6 +65,8 @@ def test_the_title_has_fees_and_an_early_stop():
     text = title_text(summary, {"name": "symmetric"}, 0.002)
     assert "2077 fills, fees 207.70 USDT" in text and "stopped early at run.max_ticks (100 cycles)" in text
     assert "stopped early" not in title_text(dict(summary, status="completed"), {"name": "symmetric"}, 0.002)
+    # the order size, so that two jobs of a sweep differing only in it have different titles
+    assert "symmetric (spread 0.20%, orders 1.50% of capital)" in title_text(summary, {"name": "symmetric"}, 0.002, 0.015)
 
 
 def test_one_number_format_per_picture():
