@@ -47,6 +47,7 @@ SUMMARY_CSV = "sweep_summary.csv"
 SUMMARY_PARQUET = "sweep_summary.parquet"
 TOP_DIR = "top"  # <sweep>/top/<job>: the full re-runs of the best jobs of a lean sweep
 HEATMAP_PNG = "heatmap.png"
+TRIALS_PNG = "trials.png"  # an Optuna search: the objective by trial
 # Metrics shown in the leaderboard beside the objective (when the summaries have them).
 BOARD_METRICS = ("total_return_pct", "pnl", "trades", "max_drawdown_pct", "sharpe")
 # Above this many distinct values on an axis the objective is drawn as a scatter, not a grid
@@ -407,7 +408,7 @@ def write_report(
         from mmrun.report import is_optuna_sweep, trials_picture
 
         if is_optuna_sweep(sweep_dir):  # a search: the objective by trial and the best so far
-            trials_picture(table, objective, direction, sweep_dir / "trials.png")
+            trials_picture(table, objective, direction, sweep_dir / TRIALS_PNG)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -436,11 +437,6 @@ def write_report(
                   interrupted)
 
 
-# what a sweep writes at its root besides its job folders (Hydra's, the report's, Optuna's)
-SWEEP_FILES = ("multirun.yaml", SUMMARY_CSV, SUMMARY_PARQUET, HEATMAP_PNG, "sweep.json", "is_oos.png", "trials.png",
-               "optimization_results.yaml")
-
-
 def replace_previous_sweep(sweep_dir: Path, keep: Sequence[str] = (), dry_run: bool = False) -> int:
     """Empty a sweep folder that holds a previous sweep (hydra.sweep.dir given again), as a single
     run replaces a previous run in its folder: its job folders, top/ and report files are removed,
@@ -450,10 +446,14 @@ def replace_previous_sweep(sweep_dir: Path, keep: Sequence[str] = (), dry_run: b
     Raises ConfigError, before anything is removed, if the folder holds anything else (a file
     mmrun does not write) or a paper job stopped before it finished (python -m mmrun.recover
     writes its files first)."""
+    from mmrun.overfit_report import SCATTER_PNG, SWEEP_JSON
     from mmrun.recorder import JOURNAL
 
     if not sweep_dir.is_dir():
         return 0
+    # what a sweep writes at its root besides its job folders (Hydra's, the report's, Optuna's)
+    sweep_files = {"multirun.yaml", SUMMARY_CSV, SUMMARY_PARQUET, HEATMAP_PNG, SWEEP_JSON, SCATTER_PNG, TRIALS_PNG,
+                   "optimization_results.yaml"}
     remove = []
     for entry in sorted(p for p in sweep_dir.iterdir() if p.name not in keep):
         jobs = [entry] if (entry / ".hydra" / "hydra.yaml").is_file() else (
@@ -465,7 +465,7 @@ def replace_previous_sweep(sweep_dir: Path, keep: Sequence[str] = (), dry_run: b
                     f"hydra.sweep.dir={sweep_dir}: holds a paper job stopped before it finished "
                     f"({killed[0].relative_to(sweep_dir)}): python -m mmrun.recover writes its files; or choose another folder")
             remove.append(entry)
-        elif (entry.is_file() and entry.name in SWEEP_FILES) or (entry.is_dir() and entry.name == ".submitit"):
+        elif (entry.is_file() and entry.name in sweep_files) or (entry.is_dir() and entry.name == ".submitit"):
             remove.append(entry)  # the report's files, Hydra's; the submitit launcher's job logs
         else:
             raise ConfigError(
