@@ -74,15 +74,11 @@ def _is_run_file(path: Path) -> bool:
     return path.is_file() and (path.name in RUN_FILES or path.name.endswith(_RUN_FILE_SUFFIXES))
 
 
-def clear_previous_run(out_dir: Path) -> List[Path]:
-    """Remove a previous run from out_dir, so that the new run's folder is never a mix of two.
-
-    Kept: .hydra/ (Hydra has just written this run's config there) and the job's .log file
-    (emptied when a previous run was removed). Removed: the run files (RUN_FILES, unfinished
-    writes) and pair subfolders holding nothing else. A killed paper run not yet recovered (a
-    journal) or anything else in the folder (a file mmrun does not write) raises FolderRefused
-    before anything is removed. Returns what was removed.
-    """
+def previous_run_entries(out_dir: Path, folder_key: str = "hydra.run.dir") -> List[Path]:
+    """What a previous run left in out_dir: the run files (RUN_FILES, unfinished writes) and pair
+    subfolders holding nothing else (not .hydra/ or the job's .log file). Raises FolderRefused
+    for a killed paper run not yet recovered (a journal) or anything else in the folder (a file
+    mmrun does not write; the message names folder_key, the setting that chose the folder)."""
     from mmrun.recorder import JOURNAL
 
     remove: List[Path] = []
@@ -102,8 +98,19 @@ def clear_previous_run(out_dir: Path) -> List[Path]:
         else:
             raise FolderRefused(
                 f"{out_dir}: holds {entry.name}, which is not part of an mmrun run: "
-                "choose a new or empty folder (hydra.run.dir=...)"
+                f"choose a new or empty folder ({folder_key}=...)"
             )
+    return remove
+
+
+def clear_previous_run(out_dir: Path) -> List[Path]:
+    """Remove a previous run from out_dir, so that the new run's folder is never a mix of two.
+
+    Kept: .hydra/ (Hydra has just written this run's config there) and the job's .log file
+    (emptied when a previous run was removed). Removed: previous_run_entries. Returns what was
+    removed. Raises FolderRefused (see previous_run_entries) before anything is removed.
+    """
+    remove = previous_run_entries(out_dir)
     if not remove:
         return remove
     for entry in remove:

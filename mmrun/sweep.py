@@ -278,11 +278,16 @@ def _full_folder(job: Job, root: Optional[Path]) -> Optional[str]:
     folder if that is full (has report.png), else None (a lean job folder)."""
     if root is not None:
         rerun = root / TOP_DIR / str(job.num)
-        if (rerun / "summary.json").is_file():
+        if _finished(rerun):
             return _relative(rerun, root)
     if (job.folder / "report.png").is_file():
         return _relative(job.folder, root)
     return None
+
+
+def _finished(folder: Path) -> bool:
+    """A run folder whose run ended: run_info.json, the last file a run writes (runner.run)."""
+    return (folder / "run_info.json").is_file()
 
 
 def _relative(folder: Path, root: Optional[Path]) -> str:
@@ -423,6 +428,10 @@ def write_report(
     if reruns is not None:
         if failure and not interrupted:
             raise failure[0]
+        for n in best:  # a re-run cut off by the interrupt: its half-written folder is dropped
+            rerun_dir = sweep_dir / TOP_DIR / str(n)
+            if rerun_dir.is_dir() and not _finished(rerun_dir):
+                shutil.rmtree(rerun_dir, ignore_errors=True)
         full = [_full_folder(by_num[n], sweep_dir) for n in table["job"].to_list()]
         table = table.with_columns(pl.Series("full_folder", full, dtype=pl.String))
         if trust is not None:
@@ -443,11 +452,11 @@ def replace_previous_sweep(sweep_dir: Path, keep: Sequence[str] = (), dry_run: b
     so that the report ranks this sweep's jobs only (keep: names left, e.g. the multirun.yaml this
     sweep has just written). Returns how many entries were (dry_run: would be) removed.
 
-    Raises ConfigError, before anything is removed, if the folder holds anything else (a file
-    mmrun does not write) or a paper job stopped before it finished (python -m mmrun.recover
-    writes its files first)."""
+    Raises ConfigError, before anything is removed, if the folder or one of its job folders holds
+    anything else (a file mmrun does not write; output.previous_run_entries) or a paper job
+    stopped before it finished (python -m mmrun.recover writes its files first)."""
+    from mmrun.output import previous_run_entries
     from mmrun.overfit_report import SCATTER_PNG, SWEEP_JSON
-    from mmrun.recorder import JOURNAL
 
     if not sweep_dir.is_dir():
         return 0
@@ -459,11 +468,8 @@ def replace_previous_sweep(sweep_dir: Path, keep: Sequence[str] = (), dry_run: b
         jobs = [entry] if (entry / ".hydra" / "hydra.yaml").is_file() else (
             [p for p in entry.iterdir() if p.is_dir()] if entry.name == TOP_DIR and entry.is_dir() else None)
         if jobs is not None and all((job / ".hydra" / "hydra.yaml").is_file() for job in jobs):
-            killed = [j for job in jobs for j in [job / JOURNAL, *job.glob(f"*/{JOURNAL}")] if j.is_file()]
-            if killed:
-                raise ConfigError(
-                    f"hydra.sweep.dir={sweep_dir}: holds a paper job stopped before it finished "
-                    f"({killed[0].relative_to(sweep_dir)}): python -m mmrun.recover writes its files; or choose another folder")
+            for job in jobs:  # a job folder holds a run's files only, as a single run's folder must
+                previous_run_entries(job, "hydra.sweep.dir")
             remove.append(entry)
         elif (entry.is_file() and entry.name in sweep_files) or (entry.is_dir() and entry.name == ".submitit"):
             remove.append(entry)  # the report's files, Hydra's; the submitit launcher's job logs
@@ -561,6 +567,13 @@ def _report(sweep_dir: Path, kwargs: Dict[str, Any]) -> None:
         print(f"  interrupted while the report was made: the best jobs' full folders may be missing "
               f"(`python -m mmrun.sweep {sweep_dir}` rebuilds the report)", flush=True)
         raise KeyboardInterrupt
+
+
+def forget_pending() -> None:
+    """The sweep of this process stopped before its first job (its jobs did not compose): there is
+    nothing of it to report (a folder it reused keeps the previous sweep's report)."""
+    global _pending
+    _pending = None
 
 
 def finish_pending() -> None:

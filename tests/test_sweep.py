@@ -109,6 +109,17 @@ def test_only_jobs_that_ran_to_their_end_are_ranked(tmp_path: Path):
     assert "  job 2 interrupted: interrupted before its end" in report.leaderboard
 
 
+def test_a_full_re_run_cut_off_before_its_end_is_not_a_full_folder(grid: Path):
+    done_rerun, cut = grid / "top" / "4", grid / "top" / "1"
+    for folder in (done_rerun, cut):
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text("{}")
+    (done_rerun / "run_info.json").write_text("{}")  # the last file a run writes
+    df = sweep.write_report(grid, declared=["spread", "sizing.order_size_pct"]).table
+    full = dict(zip(df["job"].to_list(), df["full_folder"].to_list()))
+    assert full[4] == "top/4" and full[1] is None
+
+
 def test_leaderboard_shows_the_top_rows_and_every_failure(grid: Path):
     board = sweep.write_report(grid, top=2, declared=["spread", "sizing.order_size_pct"]).leaderboard.splitlines()
     assert board[0] == f"sweep {grid}: 5 jobs, top 2 by total_return_pct (maximize)"
@@ -202,6 +213,9 @@ def test_ctrl_c_during_the_re_runs_cancels_them_and_waits_before_the_table_is_wr
     started, cancelled, ended = threading.Event(), threading.Event(), threading.Event()
 
     def reruns_until_cancelled(jobs):
+        cut = grid / "top" / str(jobs[0][0])  # a re-run killed half-way through its files
+        cut.mkdir(parents=True)
+        (cut / "events.csv.tmp").write_text("timestamp,")
         started.set()
         cancelled.wait(30)  # as the launcher's pool.run returns once its workers are killed
         ended.set()
@@ -215,6 +229,7 @@ def test_ctrl_c_during_the_re_runs_cancels_them_and_waits_before_the_table_is_wr
                                 rerun_full=reruns_until_cancelled, rerun_apart=True, cancel_reruns=cancelled.set)
     assert report.interrupted and cancelled.is_set() and ended.is_set()
     assert read_report(grid).height == 5
+    assert not any((grid / "top").iterdir())  # the cut-off re-run's half-written folder is dropped
 
 
 def test_ctrl_c_before_the_re_runs_start_still_reports(grid: Path, monkeypatch, capsys):
@@ -433,8 +448,14 @@ def test_a_sweep_into_the_folder_of_a_previous_one_replaces_it(tmp_path: Path):
     r = _sweep(d, "spread=0.006", "sizing.nope=1")
     assert (d / "multirun.yaml").read_bytes() == kept
     assert r.returncode == 2 and "sizing.nope: unknown config key" in r.stderr
+    assert "sweep " not in r.stdout  # no report: the previous sweep's is not printed as this one's
     assert read_report(d)["spread"].to_list() == [0.004] and (d / "0" / "summary.json").is_file()
     # anything mmrun does not write there stops the sweep before it starts, and is kept
+    (d / "0" / "notes.txt").write_text("mine")
+    r = _sweep(d, "spread=0.005")
+    assert r.returncode == 2 and "0: holds notes.txt, which is not part of an mmrun run" in r.stderr
+    assert (d / "0" / "notes.txt").read_text() == "mine"
+    (d / "0" / "notes.txt").unlink()
     (d / "notes.txt").write_text("mine")
     r = _sweep(d, "spread=0.005")
     assert r.returncode == 2 and "holds notes.txt, which is not part of an mmrun sweep" in r.stderr

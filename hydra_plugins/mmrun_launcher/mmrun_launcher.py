@@ -115,6 +115,9 @@ class MmrunSweeper(BasicSweeper):
             launch.composer_for(self.hydra_context, self.config).check([list(o) for o in batch])
         except BaseException:
             if not self._launched:
+                from mmrun.sweep import forget_pending
+
+                forget_pending()
                 self._remove_made_dirs()
                 if self._old_multirun_yaml is not None:  # the previous sweep's folder stays as it was
                     (Path(str(self.config.hydra.sweep.dir)) / "multirun.yaml").write_bytes(self._old_multirun_yaml)
